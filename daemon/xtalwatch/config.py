@@ -1,0 +1,276 @@
+"""The one validated configuration model, and how it is loaded.
+
+Precedence, highest first: command-line flags, ``XTALWATCH_*`` environment variables
+(nested keys joined by ``__``, e.g. ``XTALWATCH_WATCH__SETTLE_SECONDS=5``), the YAML file,
+then the defaults written here. Every section forbids unknown keys, so a typo is an error
+that names the file and the key path instead of a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "load_settings",
+]
+
+# The YAML file's values, handed to the settings source for the duration of one load.
+_YAML_DATA: ContextVar[dict[str, Any]] = ContextVar("_YAML_DATA", default={})
+
+IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are re-checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WatchConfig(Section):
+    dir: Path | None = Field(None, description="The imager's output folder; read only, never written to.")
+    mode: Literal["native", "poll"] = Field(
+        "native", description="native: inotify/FSEvents; poll: stat the tree, for network shares."
+    )
+    settle_seconds: float = Field(2.0, gt=0, description="A file is complete once its size and mtime are stable this long.")
+    poll_interval_seconds: float = Field(1.0, gt=0, description="How often the polling observer stats the tree.")
+    rescan_interval_seconds: float = Field(
+        300.0, ge=0, description="Full reconciliation scan period; catches what inotify overflow lost. 0 disables."
+    )
+    observer_restart_seconds: float = Field(5.0, gt=0, description="Wait before restarting an observer that died.")
+    ignore_globs: list[str] = Field(
+        default_factory=lambda: [".*", "*~", "*.tmp", "*.part", "*.partial", "*.crdownload", "~$*", "Thumbs.db", "*.db"],
+        description="Names (not paths) matching any of these are never taken: temporary and hidden files.",
+    )
+    extensions: list[str] = Field(
+        default_factory=lambda: list(IMAGE_EXTENSIONS),
+        description="File extensions (case-insensitive) that are candidate images; others are recorded as rejected.",
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_must_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"folder does not exist: {value}")
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str]) -> list[str]:
+        return [v.lower().lstrip(".") for v in value]
+
+
+class StateConfig(Section):
+    dir: Path = Field(Path("/var/lib/xtalwatch"), description="Holds the catalogue and derived files, nothing else.")
+
+
+class IngestConfig(Section):
+    workers: int = Field(0, ge=0, description="Preprocessing worker processes; 0 means one per core.")
+    max_pixels: int = Field(
+        120_000_000, gt=0, description="Frames declaring more pixels than this are refused before decoding."
+    )
+    max_file_bytes: int = Field(500_000_000, gt=0, description="Files larger than this are refused unread.")
+    queue_size: int = Field(10_000, gt=0, description="Completed files waiting for ingest before the watcher waits.")
+
+
+class RegexAdapterConfig(Section):
+    name: str = Field(..., min_length=1, description="Short name shown in the catalogue.")
+    pattern: str = Field(..., description="Python regex matched against the path relative to the watch folder.")
+    imaging: Literal["visible", "uv", "other"] = "visible"
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        missing = {"plate", "well"} - set(compiled.groupindex)
+        if missing:
+            raise ValueError(f"pattern needs the named groups {sorted(missing)}")
+        return value
+
+
+class AdaptersConfig(Section):
+    order: list[str] = Field(
+        default_factory=lambda: ["rockmaker", "minstrel", "export"],
+        description="Adapters tried in this order; the first that understands a path wins.",
+    )
+    regex: list[RegexAdapterConfig] = Field(default_factory=list, description="Generic adapters tried first.")
+
+
+class PluginsConfig(Section):
+    dirs: list[Path] = Field(
+        default_factory=list, description="Folders whose *.py files may define plugins (a module-level PLUGINS list)."
+    )
+
+
+class PreprocessConfig(Section):
+    image_size: int = Field(96, ge=16, le=1024, description="Side of the square the model sees, in pixels.")
+    channels: Literal[1, 3] = Field(3, description="Channels of the model input: 1 grey or 3 BGR.")
+    margin_fraction: float = Field(0.1, ge=0, le=1, description="Margin added around the drop box, as a fraction of its size.")
+    clahe_clip_limit: float = Field(2.0, gt=0, description="CLAHE contrast limit.")
+    clahe_tile_grid: int = Field(8, ge=1, description="CLAHE tiles per side.")
+    keep_full_crop: bool = Field(True, description="Keep the full-resolution drop crop on disk for people to look at.")
+    too_dark_mean: float = Field(25.0, ge=0, le=255, description="Mean brightness (0-255) below which a frame is too dark.")
+    overexposed_fraction: float = Field(0.25, ge=0, le=1, description="Fraction of saturated pixels above which a frame is overexposed.")
+    out_of_focus_laplacian: float = Field(
+        4.0, ge=0, description="Variance of the Laplacian of the drop crop (at model size) below which it is out of focus."
+    )
+    low_contrast_std: float = Field(4.0, ge=0, description="Grey-level standard deviation below which contrast is too low.")
+
+
+class MetricsConfig(Section):
+    host: str = Field("127.0.0.1", description="Bind address of the HTTP server; loopback by default.")
+    port: int = Field(9108, ge=0, le=65535, description="Port for /metrics (0 picks a free one).")
+    enabled: bool = True
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ServiceConfig(Section):
+    shutdown_timeout_seconds: float = Field(30.0, gt=0, description="SIGTERM grace before work in flight is abandoned.")
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Values read from the YAML file; ranked below the environment and the command line."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Everything xtalwatch can be told, in one validated model."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="XTALWATCH_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls, _YAML_DATA.get()))
+
+    @model_validator(mode="after")
+    def _state_is_not_watched(self) -> Settings:
+        if self.watch.dir is not None:
+            watched = self.watch.dir.resolve()
+            state = self.state.dir.resolve()
+            if state == watched or watched in state.parents:
+                raise ValueError("state.dir must not be inside watch.dir: the imager's folder is never written to")
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration problem, already worded for a person: ``file: key.path: message``."""
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")
+        # pydantic says "Input should be greater than 0"; a person reading a config wants "must be > 0".
+        for long, short in (("Input should be greater than or equal to", "must be >="),
+                            ("Input should be greater than", "must be >"),
+                            ("Input should be less than or equal to", "must be <="),
+                            ("Input should be less than", "must be <"),
+                            ("Input should be", "must be")):
+            msg = msg.replace(long, short)
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a config file into a dict, with a clear error for unreadable or malformed YAML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    node = target
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from an optional YAML file, the environment and dotted-key overrides.
+
+    ``overrides`` maps dotted keys (``"watch.dir"``) to values from the command line; ``None``
+    values are skipped so that an absent flag does not mask the file.
+    """
+    yaml_data = read_yaml(path) if path is not None else {}
+    cli: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(cli, dotted, value)
+    source = str(path) if path is not None else "(defaults)"
+    token = _YAML_DATA.set(yaml_data)
+    try:
+        return Settings(**cli)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+    finally:
+        _YAML_DATA.reset(token)
+
+
+def default_config_path() -> Path | None:
+    """The config file used when none is named: $XTALWATCH_CONFIG, else /etc/xtalwatch/xtalwatch.yaml if present."""
+    env = os.environ.get("XTALWATCH_CONFIG")
+    if env:
+        return Path(env)
+    etc = Path("/etc/xtalwatch/xtalwatch.yaml")
+    return etc if etc.is_file() else None
