@@ -107,6 +107,9 @@ class AdaptersConfig(Section):
         description="Adapters tried in this order; the first that understands a path wins.",
     )
     regex: list[RegexAdapterConfig] = Field(default_factory=list, description="Generic adapters tried first.")
+    plate_wells: Literal[24, 48, 96, 384, 1536] = Field(
+        96, description="Plate format for adapters that number wells 1..N (Rock Maker's wellNum)."
+    )
 
 
 class PluginsConfig(Section):
