@@ -147,6 +147,58 @@ class ServiceConfig(Section):
     shutdown_timeout_seconds: float = Field(30.0, gt=0, description="SIGTERM grace before work in flight is abandoned.")
 
 
+class TrainConfig(Section):
+    """SimCLR training knobs (``xtalwatch train``); defaults follow the SimCLR paper unless noted."""
+
+    image_size: int = Field(64, ge=16, le=512, description="Side of the square crop the encoder sees, in pixels.")
+    batch_size: int = Field(256, ge=2, description="Images per optimiser step across all processes (each gives 2 views).")
+    epochs: int = Field(100, ge=1, description="Passes over the dataset; ignored when max_steps is set.")
+    max_steps: int | None = Field(None, ge=1, description="Optimiser steps to run; overrides epochs when set.")
+    optimizer: Literal["adamw", "lars"] = Field("adamw", description="adamw for small batches; lars for batches of 1024+.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate after warm-up (AdamW ~1e-3; LARS ~0.3 x batch/256).")
+    weight_decay: float = Field(1e-4, ge=0, description="Decoupled weight decay; not applied to biases and BatchNorm.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="LARS momentum (AdamW uses its own betas).")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of the steps spent on the linear warm-up.")
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature T (dimensionless).")
+    head: Literal["simclr", "simclrv2"] = Field("simclr", description="simclr: 512-512-128 MLP; simclrv2: 3 layers.")
+    projection_dim: int = Field(128, ge=8, description="Output size of the projection head.")
+    small_stem: bool | Literal["auto"] = Field(
+        "auto", description="3x3 stride-1 stem without max-pool; auto turns it on for image_size <= 64 px."
+    )
+    imagenet_weights: Path | None = Field(
+        None, description="Local torchvision ResNet-18 state dict to start from; never downloaded. null: random init."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU, where it would be slower.")
+    channels_last: bool = Field(True, description="NHWC memory layout for the convolutions (faster with AMP on GPU).")
+    compile: bool = Field(False, description="torch.compile the model; slow first step, faster after.")
+    sync_bn: bool = Field(False, description="Under torchrun, BatchNorm statistics over the global batch.")
+    crop_scale_min: float = Field(
+        0.35, gt=0, le=1, description="Smallest random-resized-crop area, as a fraction of the drop crop (keeps crystals in both views)."
+    )
+    crop_scale_max: float = Field(1.0, gt=0, le=1, description="Largest crop area, as a fraction of the drop crop.")
+    flip_rotate: bool = Field(True, description="Random flips and 90-degree rotations (a crystal has no up).")
+    color_jitter: float = Field(
+        0.8, ge=0, le=2, description="Jitter strength s: brightness, contrast, saturation 0.8*s and hue 0.2*s (SimCLR)."
+    )
+    color_jitter_prob: float = Field(0.8, ge=0, le=1, description="Probability that a view is colour-jittered.")
+    grayscale_prob: float = Field(0.2, ge=0, le=1, description="Probability that a view is turned grey.")
+    blur_prob: float = Field(0.5, ge=0, le=1, description="Probability of a Gaussian blur.")
+    blur_sigma_max: float = Field(2.0, gt=0, description="Largest blur sigma, in pixels at 224 px (scaled to image_size).")
+    noise_std: float = Field(0.0, ge=0, le=1, description="Sensor noise std on the 0-1 intensity scale; 0 turns it off.")
+    checkpoint_every_steps: int = Field(200, ge=1, description="Steps between atomic checkpoints.")
+    seed: int = Field(0, description="Seed for initialisation, data order and augmentations.")
+    min_images: int = Field(500, ge=1, description="Usable images needed before training starts.")
+    workers: int = Field(0, ge=0, description="Processes decoding images into the crop cache; 0 means one per core.")
+    log_every_steps: int = Field(10, ge=1, description="Steps between progress-bar and log updates.")
+
+    @model_validator(mode="after")
+    def _scales_ordered(self) -> TrainConfig:
+        if self.crop_scale_min > self.crop_scale_max:
+            raise ValueError("crop_scale_min must be <= crop_scale_max")
+        return self
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Values read from the YAML file; ranked below the environment and the command line."""
 
@@ -177,6 +229,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @classmethod
     def settings_customise_sources(
