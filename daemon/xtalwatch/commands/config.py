@@ -1,0 +1,29 @@
+"""``xtalwatch config check FILE``: validate a configuration file and say exactly what is wrong."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("config", help="check or show configuration",
+                                   description="Configuration tools.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser("check", help="validate a config file (with XTALWATCH_* variables applied)",
+                               description="Validate FILE; print each problem as 'file: key.path: message'.")
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument("--show", action="store_true", help="print the resulting settings as YAML")
+    check.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    import yaml
+
+    from xtalwatch.config import load_settings
+
+    settings = load_settings(args.file)  # a ConfigError is printed by cli.main with exit status 2
+    print(f"{args.file}: OK")
+    if args.show:
+        print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    return 0

@@ -1,0 +1,48 @@
+"""``xtalwatch status``: counts, the newest images and recent errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+
+from xtalwatch.commands._common import add_config_args, settings_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("status", help="counts, newest images and recent errors",
+                                   description="Read the catalogue of a running or stopped service and report.")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_config_args(parser, watch=False)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xtalwatch.status import collect_status
+
+    settings = settings_from_args(args)
+    try:
+        status = collect_status(settings.state.dir)
+    except FileNotFoundError as exc:
+        print(f"xtalwatch status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"state: {status['state_dir']}")
+    print(f"images: {status['images_total']} in {len(status['plates'])} plates, {status['wells_total']} wells "
+          f"({status['unassigned_total']} unassigned); files: {status['files_total']}")
+    print(f"rejected: {status['rejected_total']}"
+          + "".join(f"\n  {reason}: {n}" for reason, n in status["rejected_by_reason"].items()))
+    if status["newest_images"]:
+        print("newest:")
+        for img in status["newest_images"]:
+            when = datetime.fromtimestamp(img["catalogued_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"  {when}  {img['plate']} {img['well'] or '-'} d{img['drop'] or '-'} "
+                  f"i{img['inspection'] or '-'}  v{img['version']}  {img['path']}")
+    if status["recent_errors"]:
+        print("recent errors:")
+        for err in status["recent_errors"]:
+            print(f"  {err['path']}: {err['reason']}: {err['detail']}")
+    return 0

@@ -1,0 +1,216 @@
+"""The one object that owns the service's life cycle.
+
+``Service.run()`` starts the stages in data-flow order (catalogue, web, ingest workers, the
+start-up scan, the observer), then loops: hand settled files to ingest, supervise the
+observer, rescan on schedule, refresh gauges. Every sleep is a wait on the stop event, so
+SIGTERM ends the loop at once; the stages then stop in reverse order, and files still in the
+ingest queue are finished within ``service.shutdown_timeout_seconds`` (anything left is picked
+up again by the next start-up scan, so nothing is lost either way).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from xtalwatch import __version__
+from xtalwatch.catalogue import Catalogue
+from xtalwatch.config import Settings
+from xtalwatch.identify import AdapterChain
+from xtalwatch.ingest import Ingestor
+from xtalwatch.metrics import Metrics
+from xtalwatch.plugins import PluginRegistry
+from xtalwatch.watch import FolderWatcher, SettleTracker, scan_folder
+from xtalwatch.web import WebServer, build_app
+
+__all__ = ["Service"]
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Service:
+    """Watch → settle → ingest → catalogue, with metrics, until asked to stop."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+        if settings.watch.dir is None:
+            raise ValueError("watch.dir is not set: pass --watch DIR or set it in the config")
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.catalogue: Catalogue | None = None
+        self.ingestor: Ingestor | None = None
+        self.web: WebServer | None = None
+        self.tracker = SettleTracker(settings.watch.settle_seconds)
+        self.watcher: FolderWatcher | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.ingest.queue_size)
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._signals = 0
+        self.on_ready: list[Callable[[], None]] = []
+        self.on_tick: list[Callable[[], None]] = []
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> None:
+        settings = self.settings
+        self.metrics.build_info.info({"version": __version__})
+        self.catalogue = Catalogue(settings.state.dir)
+        registry = PluginRegistry.discover(settings.plugins.dirs)
+        chain = AdapterChain.from_config(settings.adapters, registry)
+        self.ingestor = Ingestor(settings, self.catalogue, chain, self.metrics)
+        if settings.metrics.enabled:
+            self.web = WebServer(build_app(self.metrics, self.status_summary), settings.metrics.host,
+                                 settings.metrics.port)
+            self.web.start()
+        for i in range(max(1, min(4, os.cpu_count() or 1))):
+            worker = threading.Thread(target=self._ingest_worker, name=f"ingest-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        self.watcher = FolderWatcher(settings.watch, self.tracker, self._observer_restarted)
+        # Start the observer before the scan so that nothing written during the scan is missed;
+        # a file seen by both is settled once and catalogued once.
+        self.watcher.start()
+        self.rescan()
+        self._wait_for_idle()
+        self.ready.set()
+        log.info("ready: start-up scan done, %d files pending", len(self.tracker))
+        for callback in self.on_ready:
+            callback()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT or ``request_stop()``; returns the exit status."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            self.start()
+            next_rescan = time.monotonic() + (self.settings.watch.rescan_interval_seconds or float("inf"))
+            while not self.stop_event.is_set():
+                self.tick()
+                if time.monotonic() >= next_rescan:
+                    self.rescan()
+                    next_rescan = time.monotonic() + self.settings.watch.rescan_interval_seconds
+                self.stop_event.wait(0.1)
+        finally:
+            self.shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.error("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s: stopping (send again to force)", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def shutdown(self) -> None:
+        """Stop taking files, finish the queue within the timeout, then stop everything else."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        deadline = time.monotonic() + self.settings.service.shutdown_timeout_seconds
+        for _ in self._workers:
+            self._queue.put(_STOP)
+        for worker in self._workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        left = sum(1 for w in self._workers if w.is_alive())
+        if left:
+            log.warning("shutdown timeout: %d ingest workers still busy; their files are taken at the next start", left)
+        self._workers.clear()
+        if self.web is not None:
+            self.web.stop()
+        if self.catalogue is not None and not left:
+            self.catalogue.close()
+        log.info("stopped")
+
+    # -- the loop's work -------------------------------------------------------------
+    def tick(self) -> None:
+        assert self.watcher is not None
+        for path in self.tracker.due():
+            self._enqueue(path)
+        if self.watcher.supervise():
+            self.rescan()
+        self.metrics.queue_depth.labels(stage="settle").set(len(self.tracker))
+        self.metrics.queue_depth.labels(stage="ingest").set(self._queue.qsize())
+        try:
+            self.metrics.state_disk_free_bytes.set(shutil.disk_usage(self.settings.state.dir).free)
+        except OSError:
+            pass
+        for callback in self.on_tick:
+            callback()
+
+    def rescan(self) -> None:
+        """Reconcile the folder with the catalogue: note every file not yet catalogued as it is now."""
+        assert self.catalogue is not None and self.settings.watch.dir is not None
+        from xtalwatch.ingest import changed_ns
+
+        noted = 0
+        for path in scan_folder(self.settings.watch.dir, self.settings.watch.ignore_globs):
+            key = os.path.abspath(path)
+            try:
+                st = os.stat(path)
+                if self.catalogue.is_settled(key, st.st_size, changed_ns(st)):
+                    continue
+            except OSError:
+                pass  # a loop or an unreadable entry: ingest will say why
+            self.tracker.note(key)
+            noted += 1
+        self.metrics.rescans.inc()
+        if noted:
+            log.info("scan of %s found %d files to take", self.settings.watch.dir, noted)
+
+    def _observer_restarted(self, reason: str) -> None:
+        self.metrics.observer_restarts.inc()
+
+    def _enqueue(self, path: str) -> None:
+        with self._in_flight_lock:
+            if path in self._in_flight:
+                return
+            self._in_flight.add(path)
+        self._queue.put((path, time.time()))
+
+    def _ingest_worker(self) -> None:
+        assert self.ingestor is not None
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            path, completed_at = item
+            try:
+                self.ingestor.ingest(Path(path), completed_at=completed_at)
+            except Exception:  # a programming error: log it loudly, keep the service up
+                log.exception("ingest of %s failed unexpectedly", path)
+            finally:
+                with self._in_flight_lock:
+                    self._in_flight.discard(path)
+
+    def _wait_for_idle(self, timeout: float = 3600.0) -> None:
+        """At start-up, let the scan's old files through ingest before declaring readiness."""
+        deadline = time.monotonic() + timeout
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            for path in self.tracker.due():
+                self._enqueue(path)
+            with self._in_flight_lock:
+                busy = bool(self._in_flight)
+            if not busy and self._queue.empty():
+                return
+            self.stop_event.wait(0.05)
+
+    def status_summary(self) -> dict[str, Any]:
+        from xtalwatch.status import collect_status
+
+        return collect_status(self.settings.state.dir)
