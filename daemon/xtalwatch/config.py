@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 # The YAML file's values, handed to the settings source for the duration of one load.
-_YAML_DATA: ContextVar[dict[str, Any]] = ContextVar("_YAML_DATA", default={})
+_YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_YAML_DATA", default=None)
 
 IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 
@@ -240,7 +240,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls, _YAML_DATA.get()))
+        return (init_settings, env_settings, _YamlSource(settings_cls, _YAML_DATA.get() or {}))
 
     @model_validator(mode="after")
     def _state_is_not_watched(self) -> Settings:
