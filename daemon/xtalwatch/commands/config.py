@@ -15,6 +15,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("file", type=Path, metavar="FILE")
     check.add_argument("--show", action="store_true", help="print the resulting settings as YAML")
     check.set_defaults(func=run_check)
+    default = actions.add_parser("default", help="print the default config, every key commented",
+                                 description="Print the default configuration as commented YAML "
+                                             "(the source of config/xtalwatch.yaml).")
+    default.set_defaults(func=run_default)
+
+
+def run_default(args: argparse.Namespace) -> int:
+    from xtalwatch.config_doc import render_default_config
+
+    print(render_default_config(), end="")
+    return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
