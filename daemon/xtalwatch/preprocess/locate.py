@@ -1,0 +1,237 @@
+"""Find the well and the drop in a frame, on a small copy, with a recorded fallback.
+
+Method (all on a copy whose long side is ``WORK_SIDE`` pixels):
+
+1. **Well**: the bright region that holds the frame's centre, after an Otsu threshold of the
+   blurred grey, with its holes filled and replaced by its convex hull (wells are convex; a dark
+   drop edge touching the wall must not bite into it). Its shape is read from how well it fills
+   its minimum-area rectangle (square/rectangular) or enclosing circle (round). No such region,
+   or one filling nearly the whole frame, means the well is the frame.
+2. **Drop**: edges inside the (slightly shrunk) well, from the largest per-channel gradient, so a
+   colour-only boundary counts and a smooth polariser gradient does not. The non-edge regions
+   split the well into pieces; the piece touching the well wall the most is the empty well
+   floor. What remains (edges and enclosed pieces) is the drop; its largest blob, plus blobs
+   of comparable size, gives the box. A drop that touches the wall still works, because it
+   is the floor, not the drop, that must be enclosed.
+3. **Fallback**: drop → well → centre, recorded in ``method`` with the reason in ``note``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+__all__ = ["Box", "Location", "WORK_SIDE", "centre_box", "locate", "grey", "locate_small", "working_copy"]
+
+WORK_SIDE = 256  # px; long side of the working copy. Drops are tens of px at this scale.
+
+Box = tuple[int, int, int, int]  # x, y, w, h in frame pixels
+WellShape = Literal["round", "square", "rectangular", "irregular", "frame"]
+Method = Literal["drop", "well", "centre"]
+
+# Drop plausibility, as fractions of the well area.
+_MIN_DROP_FRACTION = 0.01
+_MAX_DROP_FRACTION = 0.97
+_CLOSE = 9  # px at working scale
+_EDGE_K, _EDGE_P99, _EDGE_MIN = 3.0, 0.1, 6.0
+# Gaps in a drop outline up to about twice this radius are bridged when finding the floor.
+_GAP_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the well and the drop are, in frame pixels."""
+
+    well_box: Box
+    well_shape: WellShape
+    drop_box: Box
+    method: Method
+    note: str = ""
+
+
+def working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The frame shrunk so its long side is ``WORK_SIDE`` px, and the scale factor used (<= 1)."""
+    h, w = image.shape[:2]
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if scale < 1.0:
+        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    else:
+        small = image
+    return small, scale
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
+    return filled
+
+
+def _well_shape(contour: np.ndarray) -> WellShape:
+    area = cv2.contourArea(contour)
+    (_, _), (rw, rh), _ = cv2.minAreaRect(contour)
+    (_, _), radius = cv2.minEnclosingCircle(contour)
+    rect_fill = area / max(rw * rh, 1.0)
+    circle_fill = area / max(np.pi * radius * radius, 1.0)
+    if rect_fill >= 0.9 and rect_fill > circle_fill:
+        aspect = max(rw, rh) / max(min(rw, rh), 1.0)
+        return "square" if aspect < 1.15 else "rectangular"
+    if circle_fill >= 0.7:
+        return "round"
+    return "irregular"
+
+
+def _gradient(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Largest per-channel Sobel magnitude (float32): a colour-only boundary counts, a smooth gradient does not."""
+    blur = cv2.GaussianBlur(image, (0, 0), sigma)
+    magnitude = None
+    for c in [blur] if blur.ndim == 2 else cv2.split(blur):
+        m = cv2.magnitude(cv2.Sobel(c, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=3))
+        magnitude = m if magnitude is None else cv2.max(magnitude, m)
+    return magnitude
+
+
+def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
+    """Return the well mask (uint8 0/255, working scale) and its shape."""
+    h, w = grey.shape
+    whole = np.full((h, w), 255, np.uint8)
+    blur = cv2.GaussianBlur(grey, (0, 0), 2.0)
+    otsu, _ = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # Below Otsu, towards the dark class: a drop darker than the well floor stays inside the well,
+    # while the black wall ring around it stays out.
+    dark_mean = float(blur[blur <= otsu].mean()) if np.any(blur <= otsu) else 0.0
+    bright = blur > 0.5 * (otsu + dark_mean)
+    # Strong edges are barriers too: a thin dark wall outline, blurred at this scale, no longer
+    # lets the well floor leak into the light plastic of the plate around it.
+    magnitude = _gradient(grey, 1.5)
+    barrier = magnitude > max(3.0 * float(np.median(magnitude)), 0.25 * float(np.percentile(magnitude, 99)))
+    floor = (bright & ~barrier).astype(np.uint8) * 255
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(floor, connectivity=4)
+    best_hull, best_area = None, 0.0
+    centre = (w / 2.0, h / 2.0)
+    for label in range(1, count):
+        if stats[label, cv2.CC_STAT_AREA] < 0.02 * h * w:
+            continue
+        points = cv2.findNonZero((labels == label).astype(np.uint8))
+        hull = cv2.convexHull(points)
+        area = cv2.contourArea(hull)
+        # The well is the largest convex region around the frame centre that is not the whole frame;
+        # a drop interior is enclosed by the floor's hull, so the floor wins.
+        if 0.12 * h * w <= area <= 0.9 * h * w and area > best_area and cv2.pointPolygonTest(hull, centre, False) >= 0:
+            best_hull, best_area = hull, area
+    if best_hull is None:
+        return whole, "frame"
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(mask, best_hull, 255)
+    return mask, _well_shape(best_hull)
+
+
+def _edges(small: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Edge mask inside the well, thresholded relative to the well's own gradient statistics."""
+    magnitude = _gradient(small, 1.2)
+    values = magnitude[inside > 0]
+    if values.size == 0:
+        return np.zeros(inside.shape, np.uint8)
+    threshold = max(_EDGE_K * float(np.median(values)), _EDGE_P99 * float(np.percentile(values, 99)), _EDGE_MIN)
+    edges = ((magnitude > threshold) & (inside > 0)).astype(np.uint8) * 255
+    # Closing bridges small gaps in a faint drop outline, so the floor does not leak into the drop.
+    return cv2.morphologyEx(edges, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_CLOSE, _CLOSE)))
+
+
+def _find_drop(small: np.ndarray, well: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Return the drop mask at working scale, or None and why not."""
+    h, w = well.shape
+    shrink = max(3, round(0.02 * max(h, w)))
+    inside = cv2.erode(well, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * shrink + 1, 2 * shrink + 1)))
+    if well.all():  # the frame is the well: its border is the wall
+        inside = np.zeros_like(well)
+        inside[shrink:-shrink, shrink:-shrink] = 255
+    inside_area = cv2.countNonZero(inside)
+    if inside_area < 100:
+        return None, "well too small to search"
+    thin = _edges(small, inside)
+    edges = cv2.dilate(thin, _GAP_KERNEL)
+    floor_candidates = cv2.bitwise_and(inside, cv2.bitwise_not(edges))
+    count, labels = cv2.connectedComponents(floor_candidates, connectivity=4)
+    if count <= 1:
+        return None, "no edge-free floor inside the well"
+    wall = cv2.subtract(inside, cv2.erode(inside, np.ones((5, 5), np.uint8)))
+    contact = np.bincount(labels[wall > 0].ravel(), minlength=count)
+    contact[0] = 0
+    floor = int(contact.argmax())
+    if contact[floor] == 0:
+        return None, "no floor touches the well wall"
+    # The floor was found with thick (dilated) edges, so it cannot leak into the drop through a small
+    # gap in a faint outline; grow it back by the same amount, staying on the thin-edge floor.
+    # Pieces of floor cut off by crystals or edges still touch the wall over a good length.
+    floor_mask = np.isin(labels, np.flatnonzero(contact >= 0.25 * contact[floor])).astype(np.uint8) * 255
+    floor_mask = cv2.bitwise_and(cv2.dilate(floor_mask, _GAP_KERNEL), cv2.bitwise_and(inside, cv2.bitwise_not(thin)))
+    drop = cv2.bitwise_and(inside, cv2.bitwise_not(floor_mask))
+    drop = cv2.morphologyEx(drop, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(drop, connectivity=8)
+    if count <= 1:
+        return None, "nothing but floor inside the well"
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    biggest = float(areas.max())
+    keep = 1 + np.flatnonzero(areas >= 0.2 * biggest)
+    drop = np.isin(labels, keep).astype(np.uint8) * 255
+    area = cv2.countNonZero(drop)
+    if area < _MIN_DROP_FRACTION * inside_area:
+        return None, f"drop candidate too small ({area / inside_area:.1%} of the well)"
+    if area > _MAX_DROP_FRACTION * inside_area:
+        return None, "drop candidate fills the well"
+    return drop, ""
+
+
+def _to_frame(box: Box, scale: float, width: int, height: int) -> Box:
+    x, y, w, h = box
+    x0 = max(0, int(np.floor(x / scale)))
+    y0 = max(0, int(np.floor(y / scale)))
+    x1 = min(width, int(np.ceil((x + w) / scale)))
+    y1 = min(height, int(np.ceil((y + h) / scale)))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+def centre_box(width: int, height: int) -> Box:
+    """The last resort: the central half of the frame."""
+    return width // 4, height // 4, max(1, width // 2), max(1, height // 2)
+
+
+def locate(image: np.ndarray) -> Location:
+    """Find the well and the drop in an 8-bit grey (H, W) or BGR (H, W, 3) frame."""
+    height, width = image.shape[:2]
+    try:
+        small, scale = working_copy(image)
+    except cv2.error as exc:
+        return _centre_fallback(width, height, exc)
+    return locate_small(small, scale, width, height)
+
+
+def _centre_fallback(width: int, height: int, exc: Exception) -> Location:
+    detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return Location((0, 0, width, height), "frame", centre_box(width, height), "centre", f"opencv error: {detail}")
+
+
+def locate_small(small: np.ndarray, scale: float, width: int, height: int) -> Location:
+    """``locate`` on a working copy already made by ``working_copy`` (the pipeline reuses it).
+
+    Never raises on odd pixels: an OpenCV error falls back to the centre with the error in ``note``.
+    """
+    try:
+        well, shape = _find_well(grey(small))
+        well_box = _to_frame(cv2.boundingRect(well), scale, width, height)
+        drop, why = _find_drop(small, well)
+    except cv2.error as exc:  # a frame OpenCV cannot handle must still get a crop
+        return _centre_fallback(width, height, exc)
+    if drop is not None:
+        return Location(well_box, shape, _to_frame(cv2.boundingRect(drop), scale, width, height), "drop")
+    if shape != "frame":
+        return Location(well_box, shape, well_box, "well", why)
+    return Location(well_box, shape, centre_box(width, height), "centre", why)
