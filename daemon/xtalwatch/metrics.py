@@ -1,26 +1,72 @@
 """Every Prometheus metric the service exports, in one place.
 
 Names follow Prometheus conventions: the ``xtalwatch_`` prefix, base units, ``_total`` on
-counters, ``_seconds`` on durations, ``_info`` for metadata. No plate, well or file name is
-ever a label: those would make a series per image. The registry is injectable so that each
-test (and each service in one process) gets its own.
+counters, ``_seconds`` on durations, ``_bytes`` on sizes, ``_info`` for metadata. They pass
+``promtool check metrics`` (a test scrapes the real web app and pipes the text to promtool).
+
+No plate, well or file name is ever a label: those would make a series per image. Every
+label name the service may use is listed in ``LABEL_NAMES``, and a test holds the scrape to
+it. The registry is injectable so that each test (and each service in one process) gets its
+own; the process and platform collectors are added to it so that a custom registry still
+shows memory, CPU and the Python version.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import os
+import platform
+import shutil
+from importlib import metadata
 
-__all__ = ["Metrics", "LATENCY_BUCKETS_SECONDS"]
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+__all__ = ["Metrics", "LATENCY_BUCKETS_SECONDS", "TRAINING_BUCKETS_SECONDS", "LABEL_NAMES", "QUEUE_STAGES"]
+
+# The ``*_created`` series (one extra gauge per counter and histogram) mean nothing on a
+# dashboard and double the series count; the switch is process-wide in prometheus-client.
+disable_created_metrics()
 
 # From 5 ms to 2 min: preprocessing is tens of ms, file-complete → result should be under 1 s,
 # a backed-up queue shows in the top buckets.
 LATENCY_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# From 1 min to 8 h: a CPU fine-tune takes minutes, a from-scratch GPU run hours.
+TRAINING_BUCKETS_SECONDS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
+# Pipeline stages reported by ``xtalwatch_queue_depth``; pre-set to 0 so that alerts see them.
+QUEUE_STAGES = ("settle", "ingest", "preprocess", "classify")
+
+# Every label name that may appear on an xtalwatch_* series; all have a small, fixed set of
+# values. The last group belongs to the info metrics (model and build versions), one series each.
+LABEL_NAMES = frozenset({
+    "reason", "stage", "flag", "class", "outcome", "sink",
+    "version", "encoder", "created", "python", "torch",
+})
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "none"
 
 
 class Metrics:
-    """The service's metrics, registered on ``registry`` (a fresh one when omitted)."""
+    """The service's metrics, registered on ``registry`` (a fresh one when omitted).
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    Attributes are prometheus-client objects used directly by the stages, e.g.
+    ``metrics.images_rejected.labels(reason="truncated").inc()`` or
+    ``metrics.predictions.labels("crystal").inc()`` (``class`` is a Python keyword).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process_collectors: bool = True):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         # -- watch and ingest -------------------------------------------------------------
@@ -33,7 +79,8 @@ class Metrics:
         self.images_rejected = Counter("xtalwatch_images_rejected_total",
                                        "Files refused by ingest or preprocessing, by reason.", ["reason"], registry=r)
         self.last_image_timestamp = Gauge("xtalwatch_last_image_timestamp_seconds",
-                                          "Unix time at which the newest image was catalogued.", registry=r)
+                                          "Unix time at which the newest image was catalogued (0: none yet).",
+                                          registry=r)
         self.observer_restarts = Counter("xtalwatch_observer_restarts_total",
                                          "Times the folder observer died and was restarted.", registry=r)
         self.rescans = Counter("xtalwatch_rescans_total", "Full reconciliation scans of the watch folder.", registry=r)
@@ -58,11 +105,12 @@ class Metrics:
         self.training_runs = Counter("xtalwatch_training_runs_total",
                                      "Training runs, by outcome (promoted, rejected, failed).", ["outcome"], registry=r)
         self.training_last_success = Gauge("xtalwatch_training_last_success_timestamp_seconds",
-                                           "Unix time of the last training run that finished without error.", registry=r)
+                                           "Unix time of the last training run that finished without error (0: none).",
+                                           registry=r)
         self.training_duration_seconds = Histogram("xtalwatch_training_duration_seconds", "Wall time of training runs.",
-                                                   buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 28800), registry=r)
-        self.training_last_loss = Gauge("xtalwatch_training_last_loss", "Final NT-Xent loss of the last training run.",
-                                        registry=r)
+                                                   buckets=TRAINING_BUCKETS_SECONDS, registry=r)
+        self.training_last_loss = Gauge("xtalwatch_training_last_loss",
+                                        "Final NT-Xent loss of the last training run (dimensionless; NaN: none yet).", registry=r)
         self.model_info = Info("xtalwatch_model", "The serving model's version.", registry=r)
         self.model_loaded = Gauge("xtalwatch_model_loaded", "1 when a model is serving, 0 before the first one.",
                                   registry=r)
@@ -72,8 +120,28 @@ class Metrics:
                                      registry=r)
         self.state_disk_free_bytes = Gauge("xtalwatch_state_disk_free_bytes",
                                            "Free bytes on the file system of the state folder.", registry=r)
-        self.build_info = Info("xtalwatch_build", "Version of the xtalwatch service.", registry=r)
+        self.state_disk_size_bytes = Gauge("xtalwatch_state_disk_size_bytes",
+                                           "Total bytes of the file system of the state folder.", registry=r)
+        self.build_info = Info("xtalwatch_build", "Versions of the xtalwatch service and what it runs on.", registry=r)
 
-        for stage in ("settle", "ingest", "preprocess", "classify"):
+        for stage in QUEUE_STAGES:
             self.queue_depth.labels(stage=stage).set(0)
         self.model_loaded.set(0)
+        self.training_last_loss.set(float("nan"))  # no training yet; 0 would read as a perfect loss
+        from xtalwatch import __version__
+
+        self.build_info.info({"version": __version__, "python": platform.python_version(),
+                              "torch": _package_version("torch")})
+        if process_collectors:
+            # process_* (CPU, memory, open files) and python_info; a custom registry has neither.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+
+    def observe_disk(self, path: str | os.PathLike[str]) -> None:
+        """Set the state-disk gauges from ``shutil.disk_usage(path)``; a vanished path leaves them as they were."""
+        try:
+            usage = shutil.disk_usage(path)
+        except OSError:
+            return
+        self.state_disk_free_bytes.set(usage.free)
+        self.state_disk_size_bytes.set(usage.total)

@@ -1,0 +1,99 @@
+"""The web app over real HTTP: /metrics at the exact path, health and status, binding."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from xtalwatch.config import load_settings
+from xtalwatch.metrics import Metrics
+from xtalwatch.web import WebServer, build_app
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[WebServer, Metrics, list[int]]]:
+    metrics = Metrics()
+    calls: list[int] = []
+
+    def status() -> dict[str, Any]:
+        calls.append(1)
+        return {"images_total": 7, "model": None}
+
+    web = WebServer(build_app(metrics, status), "127.0.0.1", 0)
+    web.start()
+    try:
+        yield web, metrics, calls
+    finally:
+        web.stop()
+
+
+def test_metrics_served_at_exact_path_without_redirect(server: tuple[WebServer, Metrics, list[int]]) -> None:
+    web, metrics, _ = server
+    metrics.hits.inc(3)
+    response = httpx.get(f"{web.url}/metrics", follow_redirects=False, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "xtalwatch_hits_total 3.0" in response.text
+
+
+def test_metrics_openmetrics_negotiation(server: tuple[WebServer, Metrics, list[int]]) -> None:
+    web, _, _ = server
+    response = httpx.get(f"{web.url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+                         timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+
+
+def test_healthz_and_status(server: tuple[WebServer, Metrics, list[int]]) -> None:
+    web, _, calls = server
+    assert httpx.get(f"{web.url}/healthz", timeout=10).json() == {"ok": True}
+    assert httpx.get(f"{web.url}/api/status", timeout=10).json() == {"images_total": 7, "model": None}
+    assert httpx.get(f"{web.url}/api/status", timeout=10).status_code == 200
+    assert len(calls) == 2
+    assert httpx.get(f"{web.url}/nope", timeout=10).status_code == 404
+
+
+def test_status_without_callback_is_empty_object() -> None:
+    web = WebServer(build_app(Metrics(process_collectors=False)), "127.0.0.1", 0)
+    web.start()
+    try:
+        assert httpx.get(f"{web.url}/api/status", timeout=10).json() == {}
+    finally:
+        web.stop()
+
+
+def test_port_zero_binds_a_free_port_and_stop_releases_it() -> None:
+    web = WebServer(build_app(Metrics(process_collectors=False)), "127.0.0.1", 0)
+    web.start()
+    port = web.port
+    assert port > 0
+    web.stop()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+
+
+def test_taken_port_is_an_oserror_naming_the_address() -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        web = WebServer(build_app(Metrics(process_collectors=False)), "127.0.0.1", port)
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+            web.start()
+
+
+def test_bad_port_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="port"):
+        WebServer(build_app(Metrics(process_collectors=False)), "127.0.0.1", 70000)
+
+
+def test_default_bind_is_loopback() -> None:
+    settings = load_settings(None, {})
+    assert settings.metrics.host == "127.0.0.1"
+    assert settings.metrics.port == 9108
