@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from xtalwatch.metrics import LABEL_NAMES, QUEUE_STAGES, Metrics
 from xtalwatch.web import WebServer, build_app
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from xtalwatch.config import load_settings
 from xtalwatch.metrics import Metrics
 from xtalwatch.web import WebServer, build_app
