@@ -1,0 +1,203 @@
+"""The fixed part of a drop photograph: well, drop outline, illumination and optics.
+
+Modelled on ../shared/real-images: MARCO/GSK frames (round well, thick black rim, pink and
+green polariser gradients, drop with a dark meniscus crescent on one side), Rigaku Minstrel
+frames (square well with chamfered corners, grey rim, mottled plastic around it, near-neutral
+light) and VMXi frames (greyscale, bright rectangular well in a dark surround).
+
+A :class:`Scene` is drawn once per drop and reused for every inspection, so the well position and
+the drop outline stay put while the content evolves. All smooth fields are computed on a small
+grid and resized, which keeps a 512x512 frame to a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+__all__ = ["STYLES", "Scene", "Style", "background", "finish", "sample_scene"]
+
+Style = Literal["marco", "minstrel", "vmxi"]
+STYLES: tuple[str, ...] = ("marco", "minstrel", "vmxi")
+
+_SHIFT = 4  # sub-pixel bits for cv2 polygon drawing
+_ONE = 1 << _SHIFT
+
+# BGR polariser tints seen in MARCO frames: pink, mint green, pale yellow-green, lilac.
+_TINTS = np.array([[0.95, 0.80, 0.97], [0.80, 0.95, 0.78], [0.72, 0.93, 0.90], [0.98, 0.86, 0.88],
+                   [0.93, 0.93, 0.93]], dtype=np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """Geometry and lighting of one drop's photographs (pixels, BGR in 0..1)."""
+
+    width: int
+    height: int
+    style: str
+    colour: bool
+    well_shape: Literal["round", "square"]
+    well_centre: tuple[float, float]
+    well_half: float  # radius (round) or half side (square), px
+    rim: float  # rim thickness, px
+    drop_centre: tuple[float, float]
+    drop_radius: float  # mean drop radius, px
+    drop_contour: np.ndarray = field(repr=False)  # (N, 2) int32, scaled by 2**_SHIFT
+    tints: np.ndarray = field(repr=False)  # (2, 3) float32 BGR polariser tints
+    tint_angle: float = 0.0
+    light_angle: float = 0.0
+    light_slope: float = 0.0  # brightness change across the frame, fraction
+    vignette: float = 0.0
+    brightness: float = 0.9
+    meniscus_width: float = 4.0  # px
+    meniscus_dark: float = 0.5
+    meniscus_angle: float = 0.0
+    lens_gain: float = 1.0  # brightness of the drop interior relative to the well
+    seed: int = 0  # for the rim and plastic textures
+
+    @property
+    def scale(self) -> float:
+        """Pixels per unit of a 512-pixel frame; sizes of crystals follow it."""
+        return min(self.width, self.height) / 512.0
+
+
+def sample_scene(rng: np.random.Generator, width: int, height: int, style: str, colour: bool) -> Scene:
+    """Draw a well, an off-centre irregular drop and the lighting for one drop."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    short = min(width, height)
+    jitter = short * 0.04
+    centre = (width / 2 + rng.uniform(-jitter, jitter), height / 2 + rng.uniform(-jitter, jitter))
+    if style == "marco":
+        shape, half, rim = "round", short * rng.uniform(0.40, 0.47), short * rng.uniform(0.08, 0.14)
+    elif style == "minstrel":
+        shape, half, rim = "square", short * rng.uniform(0.40, 0.46), short * rng.uniform(0.015, 0.03)
+    else:
+        shape, half, rim = "square", short * rng.uniform(0.36, 0.46), short * rng.uniform(0.01, 0.03)
+    # Drop: off-centre, sometimes pushed against the wall, outline a low-order Fourier wobble.
+    radius = half * rng.uniform(0.42, 0.78)
+    offset = rng.uniform(0.0, 1.0) ** 0.7 * (half - radius * 0.6)
+    direction = rng.uniform(0, 2 * np.pi)
+    dc = (centre[0] + offset * np.cos(direction), centre[1] + offset * np.sin(direction))
+    theta = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+    wobble = np.ones_like(theta)
+    for k in range(2, 6):
+        wobble += rng.normal(0, 0.07 / (k - 1)) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    stretch = rng.uniform(0.8, 1.25)
+    rot = rng.uniform(0, np.pi)
+    x = radius * wobble * np.cos(theta) * stretch
+    y = radius * wobble * np.sin(theta) / stretch
+    xr = x * np.cos(rot) - y * np.sin(rot) + dc[0]
+    yr = x * np.sin(rot) + y * np.cos(rot) + dc[1]
+    contour = np.round(np.stack([xr, yr], axis=1) * _ONE).astype(np.int32)
+    if style == "marco" and colour:
+        picks = rng.choice(len(_TINTS) - 1, 2, replace=False)
+        tints = _TINTS[picks]
+    else:
+        warm = rng.uniform(-0.03, 0.03)
+        tints = np.array([[0.93 - warm, 0.93, 0.93 + warm], [0.95, 0.95, 0.95]], dtype=np.float32)
+    return Scene(
+        width=width, height=height, style=style, colour=colour, well_shape=shape,
+        well_centre=centre, well_half=half, rim=rim, drop_centre=dc, drop_radius=radius,
+        drop_contour=contour, tints=tints.astype(np.float32), tint_angle=rng.uniform(0, 2 * np.pi),
+        light_angle=rng.uniform(0, 2 * np.pi), light_slope=rng.uniform(0.02, 0.18),
+        vignette=rng.uniform(0.05, 0.3), brightness=rng.uniform(0.78, 0.97),
+        meniscus_width=short * rng.uniform(0.008, 0.04), meniscus_dark=rng.uniform(0.25, 0.75),
+        meniscus_angle=rng.uniform(0, 2 * np.pi), lens_gain=rng.uniform(0.94, 1.04),
+        seed=int(rng.integers(0, 2**31)),
+    )
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """Noise with features about ``cells`` across the frame, resized to (h, w), std about 1."""
+    small = rng.standard_normal((max(2, cells * h // max(h, w)), max(2, cells * w // max(h, w))), dtype=np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _square_well(scene: Scene, half: float) -> np.ndarray:
+    """Octagon: a square with chamfered corners, as Minstrel plates have; int32 scaled points."""
+    cx, cy = scene.well_centre
+    c = half * 0.28
+    pts = [(-half + c, -half), (half - c, -half), (half, -half + c), (half, half - c),
+           (half - c, half), (-half + c, half), (-half, half - c), (-half, -half + c)]
+    return np.round((np.array(pts) + (cx, cy)) * _ONE).astype(np.int32)
+
+
+def _well_mask(scene: Scene, grow: float) -> np.ndarray:
+    mask = np.zeros((scene.height, scene.width), np.uint8)
+    half = scene.well_half + grow
+    if scene.well_shape == "round":
+        centre = (round(scene.well_centre[0] * _ONE), round(scene.well_centre[1] * _ONE))
+        cv2.circle(mask, centre, round(half * _ONE), 255, -1, cv2.LINE_AA, _SHIFT)
+    else:
+        cv2.fillPoly(mask, [_square_well(scene, half)], 255, cv2.LINE_AA, _SHIFT)
+    return mask
+
+
+def background(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """The empty well with its drop: (BGR float32 image in 0..1, drop mask float32 in 0..1)."""
+    h, w = scene.height, scene.width
+    rng = np.random.default_rng(scene.seed)
+    ys = np.linspace(-1, 1, 48, dtype=np.float32)[:, None] * (h / max(h, w))
+    xs = np.linspace(-1, 1, 48, dtype=np.float32)[None, :] * (w / max(h, w))
+    # Uneven illumination: a tilt plus vignetting, on a coarse grid.
+    tilt = xs * np.cos(scene.light_angle) + ys * np.sin(scene.light_angle)
+    light = scene.brightness * (1 + scene.light_slope * tilt - scene.vignette * 0.5 * (xs**2 + ys**2))
+    # Polariser: a smooth blend between two tints, banded along one direction.
+    along = xs * np.cos(scene.tint_angle) + ys * np.sin(scene.tint_angle)
+    mix = 0.5 + 0.5 * np.sin(along * 2.2 + scene.tint_angle)
+    tint = scene.tints[0] * mix[..., None] + scene.tints[1] * (1 - mix[..., None])
+    field_small = tint * light[..., None]
+    interior = cv2.resize(field_small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    inner = _well_mask(scene, 0.0)
+    outer = _well_mask(scene, scene.rim)
+    soft = max(1, int(scene.scale * 1.5)) * 2 + 1
+    inner_f = cv2.GaussianBlur(inner, (soft, soft), 0).astype(np.float32) * (1 / 255)
+    outer_f = outer.astype(np.float32) * (1 / 255)
+    grain = _smooth_noise(rng, h, w, 90)
+    if scene.style == "marco":
+        rim_val = 0.07 + 0.03 * grain
+        plate = interior * 0.85
+    elif scene.style == "minstrel":
+        rim_val = 0.45 + 0.05 * grain
+        plate = interior * (0.8 + 0.03 * _smooth_noise(rng, h, w, 40) + 0.02 * grain)[..., None]
+    else:
+        rim_val = 0.18 + 0.04 * grain
+        plate = interior * 0.25
+    rim_img = interior * rim_val[..., None]
+    img = plate * (1 - outer_f[..., None]) + rim_img * (outer_f - inner_f)[..., None] + interior * inner_f[..., None]
+
+    # The drop: clipped to the well, with a meniscus darkening that is stronger on one side.
+    drop = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(drop, [scene.drop_contour], 255, cv2.LINE_AA, _SHIFT)
+    drop = cv2.min(drop, inner)
+    dist = cv2.distanceTransform((drop > 127).astype(np.uint8), cv2.DIST_L2, 3)
+    cx, cy = scene.drop_centre
+    side = ((np.arange(w, dtype=np.float32)[None, :] - cx) * np.cos(scene.meniscus_angle)
+            + (np.arange(h, dtype=np.float32)[:, None] - cy) * np.sin(scene.meniscus_angle)) / scene.drop_radius
+    side = np.clip(0.5 + 0.5 * side, 0, 1)
+    edge = np.exp(-dist / scene.meniscus_width) * (0.3 + 0.7 * side) * scene.meniscus_dark
+    drop_f = drop.astype(np.float32) * (1 / 255)
+    gain = 1 + drop_f * ((scene.lens_gain - 1) - edge)
+    img *= gain[..., None]
+    return img, drop_f
+
+
+def finish(img: np.ndarray, scene: Scene, rng: np.random.Generator, *, darken: float = 1.0) -> np.ndarray:
+    """Optics and sensor: slight defocus, exposure, noise; float BGR 0..1 -> BGR uint8."""
+    sigma = rng.uniform(0.0, 0.9) * scene.scale
+    if sigma > 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    if darken != 1.0:
+        img = img * darken
+    noise_sigma = rng.uniform(0.004, 0.02) + (0.01 if darken < 1 else 0.0)
+    noise = rng.standard_normal(img.shape[:2], dtype=np.float32) * noise_sigma
+    img = img + noise[..., None]
+    if not scene.colour:
+        grey = img @ np.array([0.114, 0.587, 0.299], np.float32)
+        img = np.repeat(grey[..., None], 3, axis=2)
+    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
