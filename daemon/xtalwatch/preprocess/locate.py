@@ -39,6 +39,8 @@ _CLOSE = 9  # px at working scale
 _EDGE_K, _EDGE_P99, _EDGE_MIN = 3.0, 0.1, 6.0
 # Gaps in a drop outline up to about twice this radius are bridged when finding the floor.
 _GAP_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+_SAME_FLOOR = 8.0  # grey levels; a floor piece's mean colour is this close to the floor's
+_RIM_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,22 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
         return whole, "frame"
     mask = np.zeros((h, w), np.uint8)
     cv2.fillConvexPoly(mask, best_hull, 255)
+    # A drop at the wall, ringed by its own rim, is a separate bright piece next to the floor:
+    # take in pieces that touch the floor's hull but not the frame's border (the plate does).
+    near = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+    points = [best_hull.reshape(-1, 2)]
+    for label in range(1, count):
+        x, y, bw, bh, area = stats[label]
+        if area < 0.005 * h * w or x == 0 or y == 0 or x + bw == w or y + bh == h:
+            continue
+        piece = labels == label
+        if np.any(piece & (near > 0)) and not np.all(mask[piece] > 0):
+            points.append(cv2.findNonZero(piece.astype(np.uint8)).reshape(-1, 2))
+    if len(points) > 1:
+        hull = cv2.convexHull(np.concatenate(points))
+        if cv2.contourArea(hull) <= 0.9 * h * w:
+            best_hull = hull
+            cv2.fillConvexPoly(mask, best_hull, 255)
     return mask, _well_shape(best_hull)
 
 
@@ -170,8 +188,16 @@ def _find_drop(small: np.ndarray, well: np.ndarray) -> tuple[np.ndarray | None, 
         return None, "no floor touches the well wall"
     # The floor was found with thick (dilated) edges, so it cannot leak into the drop through a small
     # gap in a faint outline; grow it back by the same amount, staying on the thin-edge floor.
-    # Pieces of floor cut off by crystals or edges still touch the wall over a good length.
-    floor_mask = np.isin(labels, np.flatnonzero(contact >= 0.25 * contact[floor])).astype(np.uint8) * 255
+    # Pieces of floor cut off by crystals or edges still touch the wall over a good length and
+    # look like the floor; a drop touching the wall differs in shade or hue.
+    floor_labels = [floor]
+    floor_colour = np.array(cv2.mean(small, mask=(labels == floor).astype(np.uint8))[:3])
+    for label in np.flatnonzero(contact >= 0.25 * contact[floor]):
+        if label != floor:
+            colour = np.array(cv2.mean(small, mask=(labels == label).astype(np.uint8))[:3])
+            if float(np.abs(colour - floor_colour).max()) < _SAME_FLOOR:
+                floor_labels.append(int(label))
+    floor_mask = np.isin(labels, floor_labels).astype(np.uint8) * 255
     floor_mask = cv2.bitwise_and(cv2.dilate(floor_mask, _GAP_KERNEL), cv2.bitwise_and(inside, cv2.bitwise_not(thin)))
     drop = cv2.bitwise_and(inside, cv2.bitwise_not(floor_mask))
     drop = cv2.morphologyEx(drop, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
@@ -183,6 +209,14 @@ def _find_drop(small: np.ndarray, well: np.ndarray) -> tuple[np.ndarray | None, 
     keep = 1 + np.flatnonzero(areas >= 0.2 * biggest)
     drop = np.isin(labels, keep).astype(np.uint8) * 255
     area = cv2.countNonZero(drop)
+    # Thresholded gradients reach past the true rim by about the blur width: take that back.
+    drop = cv2.erode(drop, _RIM_KERNEL)
+    # A drop that reaches the shrunk search area's edge touches the wall: give it back the band
+    # between the search area and the wall that was left out to avoid the wall's own edges.
+    band = cv2.subtract(well, inside)
+    reach = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * shrink + 3, 2 * shrink + 3))
+    touching = cv2.bitwise_and(drop, cv2.subtract(inside, cv2.erode(inside, _RIM_KERNEL)))
+    drop = cv2.bitwise_or(drop, cv2.bitwise_and(cv2.dilate(touching, reach), band))
     if area < _MIN_DROP_FRACTION * inside_area:
         return None, f"drop candidate too small ({area / inside_area:.1%} of the well)"
     if area > _MAX_DROP_FRACTION * inside_area:
