@@ -8,4 +8,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "nt_xent_loss"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import xtalwatch` (and every CLI command) does not pay for importing torch.
+    if name == "nt_xent_loss":
+        from xtalwatch.simclr.loss import nt_xent_loss
+
+        return nt_xent_loss
+    raise AttributeError(f"module 'xtalwatch' has no attribute {name!r}")
