@@ -11,7 +11,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
 from xtalwatch.config import Settings, load_settings
 from xtalwatch.metrics import Metrics
 from xtalwatch.service import Service
@@ -110,3 +109,17 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
         except PermissionError:
             snap[str(path)] = (st.st_size, st.st_mtime_ns, b"<unreadable>")
     return snap
+
+
+@pytest.fixture
+def real_images() -> Path:
+    """The shared real photographs, from XTALWATCH_REAL_IMAGES; skip with the reason when unset."""
+    import os
+
+    value = os.environ.get("XTALWATCH_REAL_IMAGES")
+    if not value:
+        pytest.skip("XTALWATCH_REAL_IMAGES is not set: no real imager photographs to test against")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"XTALWATCH_REAL_IMAGES={value} is not a folder")
+    return path

@@ -66,6 +66,8 @@ def scan_folder(root: Path, globs: list[str]) -> Iterator[Path]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                     continue
+                if entry.is_symlink() and entry.is_dir():  # a link to a folder: not followed, no loops
+                    continue
             except OSError:
                 pass
             yield Path(entry.path)
@@ -140,7 +142,8 @@ class SettleTracker:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, tracker: SettleTracker, globs: list[str], on_dir_moved: Callable[[str], None]):
+    def __init__(self, root: Path, tracker: SettleTracker, globs: list[str], on_dir_moved: Callable[[str], None]):
+        self.root = str(root)
         self.tracker = tracker
         self.globs = globs
         self.on_dir_moved = on_dir_moved
@@ -154,8 +157,9 @@ class _Handler(FileSystemEventHandler):
         if event.is_directory:
             return
         path = os.fsdecode(event.dest_path if isinstance(event, FileSystemMovedEvent) else event.src_path)
-        parts = Path(path).parts
-        if any(is_ignored(part, self.globs) for part in parts[-1:]):
+        # Hidden or temporary folders are ignored with everything in them, as in a scan.
+        parts = Path(os.path.relpath(path, self.root)).parts
+        if any(is_ignored(part, self.globs) for part in parts):
             return
         self.tracker.note(path, closed=isinstance(event, FileClosedEvent))
 
@@ -194,7 +198,7 @@ class FolderWatcher:
 
     def start(self) -> None:
         observer = make_observer(self.config.mode, self.config.poll_interval_seconds)
-        observer.schedule(_Handler(self.tracker, self.config.ignore_globs, self._rescan_dir), str(self.root),
+        observer.schedule(_Handler(self.root, self.tracker, self.config.ignore_globs, self._rescan_dir), str(self.root),
                           recursive=True)
         observer.start()
         self._observer = observer
