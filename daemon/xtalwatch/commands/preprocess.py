@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         shutil.copyfile(result.crop_path, out / f"{stem}.crop.png")
         if result.full_crop_path:
-            shutil.copyfile(result.full_crop_path, out / f"{stem}.full.png")
+            shutil.copyfile(result.full_crop_path, out / f"{stem}.full.jpg")
         image, _ = decode_bytes(path.read_bytes(), max_pixels=settings.ingest.max_pixels)
         location = Location(tuple(result.well_box), result.well_shape, tuple(result.drop_box), result.method)  # type: ignore[arg-type]
         overlay: np.ndarray = draw_overlay(image, location, result.flags)

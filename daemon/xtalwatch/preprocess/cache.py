@@ -1,7 +1,9 @@
 """Where a frame's derived files live, by content hash, so a crop is computed once.
 
 Layout under the cache folder: ``<sha[:2]>/<sha>.json`` (the result), ``<sha>.png`` (model-size
-crop), ``<sha>_full.png`` (full-resolution crop). A result is reused only if it was made with
+crop), ``<sha>_full.jpg`` (full-resolution crop, JPEG
+quality 95: it is for people to look at, and a PNG of it would cost more than the whole
+preprocessing). A result is reused only if it was made with
 the same preprocessing settings; otherwise it is recomputed and overwritten.
 """
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from xtalwatch.config import PreprocessConfig
 
-__all__ = ["CachePaths", "config_fingerprint", "file_sha256", "read_json", "write_json_atomic", "write_png_atomic"]
+__all__ = ["CachePaths", "config_fingerprint", "file_sha256", "read_json", "write_jpeg_atomic", "write_json_atomic", "write_png_atomic"]
 
 
 def file_sha256(data: bytes) -> str:
@@ -40,7 +42,7 @@ class CachePaths:
         self.folder = root / sha256[:2]
         self.json = self.folder / f"{sha256}.json"
         self.crop = self.folder / f"{sha256}.png"
-        self.full_crop = self.folder / f"{sha256}_full.png"
+        self.full_crop = self.folder / f"{sha256}_full.jpg"
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -63,6 +65,13 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 def write_png_atomic(path: Path, image: np.ndarray, compression: int = 1) -> None:
     """PNG with light compression: the full crop is written for every frame, so speed beats size."""
     ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    _atomic_write(path, encoded.tobytes())
+
+
+def write_jpeg_atomic(path: Path, image: np.ndarray, quality: int = 95) -> None:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"could not encode {path.name}")
     _atomic_write(path, encoded.tobytes())

@@ -100,6 +100,13 @@ def _gradient(image: np.ndarray, sigma: float) -> np.ndarray:
     return magnitude
 
 
+def _median_p99(values: np.ndarray) -> tuple[float, float]:
+    # Every 3rd sample is plenty for two order statistics and cuts their cost by 3.
+    sample = values[::3] if values.size > 3000 else values
+    median, p99 = np.percentile(sample, (50, 99))
+    return float(median), float(p99)
+
+
 def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     """Return the well mask (uint8 0/255, working scale) and its shape."""
     h, w = grey.shape
@@ -113,7 +120,8 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     # Strong edges are barriers too: a thin dark wall outline, blurred at this scale, no longer
     # lets the well floor leak into the light plastic of the plate around it.
     magnitude = _gradient(grey, 1.5)
-    barrier = magnitude > max(3.0 * float(np.median(magnitude)), 0.25 * float(np.percentile(magnitude, 99)))
+    median, p99 = _median_p99(magnitude.ravel())
+    barrier = magnitude > max(3.0 * median, 0.25 * p99)
     floor = (bright & ~barrier).astype(np.uint8) * 255
     count, labels, stats, _ = cv2.connectedComponentsWithStats(floor, connectivity=4)
     best_hull, best_area = None, 0.0
@@ -157,7 +165,8 @@ def _edges(small: np.ndarray, inside: np.ndarray) -> np.ndarray:
     values = magnitude[inside > 0]
     if values.size == 0:
         return np.zeros(inside.shape, np.uint8)
-    threshold = max(_EDGE_K * float(np.median(values)), _EDGE_P99 * float(np.percentile(values, 99)), _EDGE_MIN)
+    median, p99 = _median_p99(values)
+    threshold = max(_EDGE_K * median, _EDGE_P99 * p99, _EDGE_MIN)
     edges = ((magnitude > threshold) & (inside > 0)).astype(np.uint8) * 255
     # Closing bridges small gaps in a faint drop outline, so the floor does not leak into the drop.
     return cv2.morphologyEx(edges, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_CLOSE, _CLOSE)))

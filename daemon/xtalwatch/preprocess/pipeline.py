@@ -22,6 +22,7 @@ from xtalwatch.preprocess.cache import (
     config_fingerprint,
     file_sha256,
     read_json,
+    write_jpeg_atomic,
     write_json_atomic,
     write_png_atomic,
 )
@@ -161,7 +162,7 @@ def preprocess_file(
         done = preprocess_array(image, cfg)
         write_png_atomic(paths.crop, done.crop)
         if cfg.keep_full_crop:
-            write_png_atomic(paths.full_crop, done.full_crop)
+            write_jpeg_atomic(paths.full_crop, done.full_crop)
     except (cv2.error, ValueError, OSError) as exc:  # recorded, never raised: one bad frame must not stop a pool
         log.warning("preprocess failed path=%s error=%s", path, exc)
         result.error, result.error_detail = "preprocess_failed", str(exc).strip().splitlines()[-1][:300]
