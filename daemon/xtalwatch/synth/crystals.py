@@ -82,7 +82,7 @@ def draw_needles(layers: Layers, rng: np.random.Generator, region: Region, growt
     sprays = int(rng.integers(1, 5))
     for _ in range(sprays):
         origin = _near_site(rng, region, 0.05)
-        count = int(rng.integers(4, 18))
+        count = int(rng.integers(6, 24))
         full = rng.random() < 0.5
         heading, spread = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 1.6)
         for _ in range(count):

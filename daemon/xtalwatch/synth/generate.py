@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from xtalwatch.synth import layouts
@@ -109,12 +110,17 @@ def _render_and_write(args: tuple[Path, Job]) -> None:
 
 
 def _quiet_worker() -> None:
-    # Ctrl-C is the parent's to handle; workers just get terminated.
+    # Ctrl-C is the parent's to handle; workers just get terminated. One OpenCV thread per
+    # worker, since the pool already uses every core.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
 
 
 def _pool(workers: int) -> multiprocessing.pool.Pool:
-    return multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker)
+    # forkserver, not fork: the demo and the service call this from a process with threads.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context.Pool(workers, initializer=_quiet_worker)
 
 
 def _run_batch(out_dir: Path, jobs: list[Job], workers: int, progress: Callable[[int], None] | None) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from xtalwatch.synth.crystals import Region, content_transmission
-from xtalwatch.synth.scene import STYLES, Scene, background, finish, sample_scene
+from xtalwatch.synth.scene import STYLES, Scene, finish, layers, sample_scene
 from xtalwatch.synth.timeline import CLASSES
 
 __all__ = ["drop_region", "render_drop", "render_frame"]
@@ -24,14 +25,16 @@ def drop_region(scene: Scene, content_seed: int) -> Region:
 def render_frame(scene: Scene, state: str, *, content_seed: int, growth: float, frame_rng: np.random.Generator,
                  dark: bool = False) -> np.ndarray:
     """One inspection of a drop: BGR uint8 (H, W, 3); greyscale scenes have equal channels."""
-    img, drop = background(scene)
+    light, factor, drop = layers(scene)
     t = content_transmission(state, scene.height, scene.width, drop_region(scene, content_seed), content_seed,
                              growth)
     # Content lives in the drop only; feather it by the anti-aliased drop mask.
-    t = 1 + (t - 1) * drop
-    img *= t[..., None]
+    factor *= 1 + (t - 1) * drop
+    planes = light
+    if not scene.colour:  # a monochrome camera sees luminance only
+        planes = [cv2.addWeighted(cv2.addWeighted(planes[0], 0.114, planes[1], 0.587, 0), 1, planes[2], 0.299, 0)]
     darken = float(frame_rng.uniform(0.03, 0.2)) if dark else 1.0
-    return finish(img, scene, frame_rng, darken=darken)
+    return finish([plane * factor for plane in planes], scene, frame_rng, darken=darken)
 
 
 def render_drop(rng: np.random.Generator, cls: str, size: tuple[int, int] = (512, 512), *,

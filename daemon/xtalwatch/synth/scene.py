@@ -18,7 +18,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-__all__ = ["STYLES", "Scene", "Style", "background", "finish", "sample_scene"]
+__all__ = ["STYLES", "Scene", "Style", "background", "finish", "layers", "sample_scene"]
 
 Style = Literal["marco", "minstrel", "vmxi"]
 STYLES: tuple[str, ...] = ("marco", "minstrel", "vmxi")
@@ -117,6 +117,27 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
+_TEXTURES: dict[int, np.ndarray] = {}
+
+
+def _texture(rng: np.random.Generator, h: int, w: int, which: int) -> np.ndarray:
+    """Smooth noise (std about 1) of size (h, w), as a fresh copy of a random window of a fixed tile.
+
+    ``which`` 0 is fine grain (features about 6 px), 1 coarse mottling (about 13 px). Resizing fresh
+    noise per frame cost as much as the rest of the background; a window of a cached tile is as
+    deterministic and looks the same.
+    """
+    tile = _TEXTURES.get(which)
+    if tile is None:
+        cells = (90, 40)[which]
+        tile = _smooth_noise(np.random.default_rng([0x7E47, which]), 2048, 2048, cells * 4)
+        _TEXTURES[which] = tile
+    if h > tile.shape[0] or w > tile.shape[1]:
+        return _smooth_noise(rng, h, w, (90, 40)[which] * max(h, w) // 512)
+    y, x = int(rng.integers(0, tile.shape[0] - h + 1)), int(rng.integers(0, tile.shape[1] - w + 1))
+    return tile[y:y + h, x:x + w].copy()
+
+
 def _square_well(scene: Scene, half: float) -> np.ndarray:
     """Octagon: a square with chamfered corners, as Minstrel plates have; int32 scaled points."""
     cx, cy = scene.well_centre
@@ -137,8 +158,13 @@ def _well_mask(scene: Scene, grow: float) -> np.ndarray:
     return mask
 
 
-def background(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """The empty well with its drop: (BGR float32 image in 0..1, drop mask float32 in 0..1)."""
+def layers(scene: Scene) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The empty well with its drop, as (light B, G, R planes, factor, drop mask), float32 (H, W).
+
+    The picture is ``light[c] * factor`` per channel: ``light`` is the smooth illumination and
+    polariser tint, ``factor`` the sharp single-channel part (rim, plastic, meniscus). Keeping
+    them apart lets the caller multiply content into ``factor`` once, on one channel.
+    """
     h, w = scene.height, scene.width
     rng = np.random.default_rng(scene.seed)
     ys = np.linspace(-1, 1, 48, dtype=np.float32)[:, None] * (h / max(h, w))
@@ -148,56 +174,101 @@ def background(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     light = scene.brightness * (1 + scene.light_slope * tilt - scene.vignette * 0.5 * (xs**2 + ys**2))
     # Polariser: a smooth blend between two tints, banded along one direction.
     along = xs * np.cos(scene.tint_angle) + ys * np.sin(scene.tint_angle)
-    mix = 0.5 + 0.5 * np.sin(along * 2.2 + scene.tint_angle)
-    tint = scene.tints[0] * mix[..., None] + scene.tints[1] * (1 - mix[..., None])
-    field_small = tint * light[..., None]
-    interior = cv2.resize(field_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    mix = (0.5 + 0.5 * np.sin(along * 2.2 + scene.tint_angle))[..., None]
+    tint = scene.tints[0] * mix + scene.tints[1] * (1 - mix)
+    small = tint * light[..., None]
+    planes = [cv2.resize(np.ascontiguousarray(small[..., c]), (w, h), interpolation=cv2.INTER_LINEAR)
+              for c in range(3)]
 
     inner = _well_mask(scene, 0.0)
     outer = _well_mask(scene, scene.rim)
     soft = max(1, int(scene.scale * 1.5)) * 2 + 1
-    inner_f = cv2.GaussianBlur(inner, (soft, soft), 0).astype(np.float32) * (1 / 255)
-    outer_f = outer.astype(np.float32) * (1 / 255)
-    grain = _smooth_noise(rng, h, w, 90)
+    inner_f = cv2.GaussianBlur(inner, (soft, soft), 0).astype(np.float32)
+    inner_f *= 1 / 255
+    outer_f = outer.astype(np.float32)
+    outer_f *= 1 / 255
+    grain = _texture(rng, h, w, 0)
     if scene.style == "marco":
-        rim_val = 0.07 + 0.03 * grain
-        plate = interior * 0.85
+        rim_val, plate = grain * 0.03 + 0.07, 0.85
     elif scene.style == "minstrel":
-        rim_val = 0.45 + 0.05 * grain
-        plate = interior * (0.8 + 0.03 * _smooth_noise(rng, h, w, 40) + 0.02 * grain)[..., None]
+        rim_val = grain * 0.05 + 0.45
+        plate = _texture(rng, h, w, 1) * 0.03 + 0.8
+        plate += grain * 0.02
     else:
-        rim_val = 0.18 + 0.04 * grain
-        plate = interior * 0.25
-    rim_img = interior * rim_val[..., None]
-    img = plate * (1 - outer_f[..., None]) + rim_img * (outer_f - inner_f)[..., None] + interior * inner_f[..., None]
+        rim_val, plate = grain * 0.04 + 0.18, 0.25
+    # plate outside the rim, rim between the masks, 1 inside the well.
+    factor = rim_val - plate
+    factor *= outer_f
+    factor += plate
+    rim_val -= 1
+    rim_val *= inner_f
+    factor -= rim_val
 
     # The drop: clipped to the well, with a meniscus darkening that is stronger on one side.
+    # Computed inside the drop's bounding box only.
     drop = np.zeros((h, w), np.uint8)
     cv2.fillPoly(drop, [scene.drop_contour], 255, cv2.LINE_AA, _SHIFT)
     drop = cv2.min(drop, inner)
-    dist = cv2.distanceTransform((drop > 127).astype(np.uint8), cv2.DIST_L2, 3)
-    cx, cy = scene.drop_centre
-    side = ((np.arange(w, dtype=np.float32)[None, :] - cx) * np.cos(scene.meniscus_angle)
-            + (np.arange(h, dtype=np.float32)[:, None] - cy) * np.sin(scene.meniscus_angle)) / scene.drop_radius
-    side = np.clip(0.5 + 0.5 * side, 0, 1)
-    edge = np.exp(-dist / scene.meniscus_width) * (0.3 + 0.7 * side) * scene.meniscus_dark
-    drop_f = drop.astype(np.float32) * (1 / 255)
-    gain = 1 + drop_f * ((scene.lens_gain - 1) - edge)
-    img *= gain[..., None]
-    return img, drop_f
+    x, y, bw, bh = cv2.boundingRect(drop)
+    drop_f = drop.astype(np.float32)
+    drop_f *= 1 / 255
+    if bw and bh:
+        roi = drop[y:y + bh, x:x + bw]
+        dist = cv2.distanceTransform(cv2.threshold(roi, 127, 1, cv2.THRESH_BINARY)[1], cv2.DIST_L2, 3)
+        cx, cy = scene.drop_centre
+        k = 1 / scene.drop_radius
+        side = np.add.outer((np.arange(y, y + bh, dtype=np.float32) - cy) * (k * np.sin(scene.meniscus_angle)),
+                            (np.arange(x, x + bw, dtype=np.float32) - cx) * (k * np.cos(scene.meniscus_angle)))
+        side = np.clip(side, -1, 1) * (0.35 * scene.meniscus_dark) + 0.65 * scene.meniscus_dark
+        gain = cv2.exp(dist * (-1 / scene.meniscus_width)) * side
+        np.subtract(scene.lens_gain - 1, gain, out=gain)
+        gain *= drop_f[y:y + bh, x:x + bw]
+        gain += 1
+        factor[y:y + bh, x:x + bw] *= gain
+    return planes, factor, drop_f
 
 
-def finish(img: np.ndarray, scene: Scene, rng: np.random.Generator, *, darken: float = 1.0) -> np.ndarray:
-    """Optics and sensor: slight defocus, exposure, noise; float BGR 0..1 -> BGR uint8."""
+def background(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """The empty well with its drop: (BGR float32 image in 0..1, drop mask float32 in 0..1)."""
+    light, factor, drop = layers(scene)
+    return cv2.merge([plane * factor for plane in light]), drop
+
+
+_NOISE_TILE: np.ndarray | None = None
+
+
+def _noise(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Unit Gaussian noise (h, w): a random window of a fixed tile, flipped at random.
+
+    Drawing fresh normals costs more than the rest of the optics; a window of one fixed tile is
+    just as deterministic and looks the same at a sensor's noise level.
+    """
+    global _NOISE_TILE
+    if _NOISE_TILE is None:
+        _NOISE_TILE = np.random.default_rng(0x5EED).standard_normal((1024, 1024), dtype=np.float32)
+    tile = _NOISE_TILE
+    if h > tile.shape[0] or w > tile.shape[1]:
+        return rng.standard_normal((h, w), dtype=np.float32)
+    y, x = int(rng.integers(0, tile.shape[0] - h + 1)), int(rng.integers(0, tile.shape[1] - w + 1))
+    window = tile[y:y + h, x:x + w]
+    return window[::-1] if rng.random() < 0.5 else window
+
+
+def finish(planes: list[np.ndarray], scene: Scene, rng: np.random.Generator, *, darken: float = 1.0) -> np.ndarray:
+    """Optics and sensor: slight defocus, exposure, noise; float planes 0..1 -> BGR uint8 (H, W, 3).
+
+    ``planes`` are the B, G, R channels, or one grey plane for a greyscale imager.
+    """
     sigma = rng.uniform(0.0, 0.9) * scene.scale
-    if sigma > 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
-    if darken != 1.0:
-        img = img * darken
     noise_sigma = rng.uniform(0.004, 0.02) + (0.01 if darken < 1 else 0.0)
-    noise = rng.standard_normal(img.shape[:2], dtype=np.float32) * noise_sigma
-    img = img + noise[..., None]
-    if not scene.colour:
-        grey = img @ np.array([0.114, 0.587, 0.299], np.float32)
-        img = np.repeat(grey[..., None], 3, axis=2)
-    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    noise = _noise(rng, scene.height, scene.width) * noise_sigma
+    out = []
+    for plane in planes:
+        if sigma > 0.3:
+            plane = cv2.GaussianBlur(plane, (0, 0), sigma)
+        if darken != 1.0:
+            plane = plane * darken
+        out.append(cv2.max(plane + noise, 0.0))
+    if len(out) == 1:
+        out = out * 3
+    return cv2.convertScaleAbs(cv2.merge(out), alpha=255)

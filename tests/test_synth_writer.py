@@ -1,0 +1,97 @@
+"""The synthetic imager on disk: paced partial writes, stopping, labels beside the tree, the CLI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+from xtalwatch.cli import main
+from xtalwatch.synth import generate_plates, read_labels
+from xtalwatch.synth.writer import encode, write_partially
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_a_file_is_visible_partially_then_complete(tmp_path: Path) -> None:
+    import numpy as np
+
+    data = encode(np.full((64, 64, 3), 90, np.uint8), "jpg")
+    path = tmp_path / "deep" / "x.jpg"
+    seen: list[int] = []
+
+    def watch() -> None:
+        while not path.exists():
+            time.sleep(0.005)
+        time.sleep(0.1)
+        seen.append(path.stat().st_size)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    write_partially(path, data, 0.5)
+    watcher.join()
+    assert 0 < seen[0] < len(data), "the first chunk should be on disk, alone, during the pause"
+    assert path.read_bytes() == data
+
+
+def test_paced_run_writes_complete_files_and_labels_as_it_goes(tmp_path: Path) -> None:
+    out = tmp_path / "imager"
+    started = time.monotonic()
+    rows = generate_plates(out, plates=1, layout="export", wells=24, drops=1, inspections=1, size=(48, 40),
+                           seed=3, rate=100.0, workers=1)
+    elapsed = time.monotonic() - started
+    assert len(rows) == 24 and elapsed >= 0.2  # 24 files at 100/s cannot take less than 0.23 s
+    files = _files(out)
+    assert [p.relative_to(out).as_posix() for p in files] == sorted(r.path for r in rows)
+    assert all(cv2.imread(str(p)) is not None for p in files)
+    assert read_labels(tmp_path / "imager_labels.csv") == rows
+
+
+def test_stop_ends_a_paced_run_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "imager"
+    stop = threading.Event()
+    timer = threading.Timer(0.6, stop.set)
+    timer.start()
+    rows = generate_plates(out, plates=1, layout="rockmaker", wells=96, drops=3, size=(48, 40), seed=1,
+                           rate=20.0, workers=2, stop=stop)
+    timer.cancel()
+    assert 0 < len(rows) < 96 * 3
+    files = _files(out)
+    assert len(files) == len(rows) == len(read_labels(tmp_path / "imager_labels.csv"))
+    assert all(cv2.imread(str(p)) is not None for p in files), "a stopped run left a truncated file"
+
+
+def test_cli_writes_labels_beside_the_tree(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "plates"
+    code = main(["synth", str(out), "--plates", "1", "--layout", "rockmaker", "--wells", "24", "--drops", "1",
+                 "--inspections", "2", "--image-size", "40x32", "--seed", "4", "--workers", "1"])
+    assert code == 0
+    labels = tmp_path / "plates_labels.csv"
+    assert labels.exists() and not list(out.rglob("*.csv"))
+    rows = read_labels(labels)
+    assert len(rows) == 48 and {r.inspection for r in rows} == {1, 2}
+    assert all((out / r.path).is_file() for r in rows)
+    assert "wrote 48 images" in capsys.readouterr().out
+    header = labels.read_text().splitlines()[0]
+    assert header == "path,class,plate,well,drop,inspection"
+
+
+def test_cli_imagefolder_and_explicit_labels(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    labels = out / "labels.csv"  # inside, because asked
+    code = main(["synth", str(out), "--imagefolder", "--wells", "24", "--drops", "2", "--image-size", "32x32",
+                 "--labels", str(labels), "--class-balance", "clear=0,dark=0.2", "--workers", "1"])
+    assert code == 0
+    rows = read_labels(labels)
+    assert len(rows) == 48 and "clear" not in {r.label for r in rows}
+    for r in rows:
+        assert r.path.startswith(f"{r.label}/") and r.path.endswith(".png")
+        assert (out / r.path).is_file()
+
+
+def test_cli_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
+    assert main(["synth", str(tmp_path / "x"), "--class-balance", "needle=1"]) == 2
+    assert "unknown class 'needle'" in capsys.readouterr().err
