@@ -203,7 +203,7 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
                     "scheduler": scheduler.state_dict(), "step": at_step, "batch_size": plan.batch_size,
                     "losses": losses, "config": cfg.model_dump(mode="json"), "model_info": model_info,
                     "data_fingerprint": dataset.fingerprint, "n_images": n, "world_size": ctx.world_size,
-                    "torch_version": torch.__version__, "saved_at": time.time()})
+                    "torch_version": str(torch.__version__), "saved_at": time.time()})
 
         # -- the loop -----------------------------------------------------------------------
         strength = AugmentStrength.from_config(cfg)
