@@ -29,6 +29,7 @@ from xtalwatch.identify import AdapterChain
 from xtalwatch.ingest import Ingestor
 from xtalwatch.metrics import Metrics
 from xtalwatch.plugins import PluginRegistry
+from xtalwatch.preprocess_pool import PreprocessPool
 from xtalwatch.watch import FolderWatcher, SettleTracker, scan_folder
 from xtalwatch.web import WebServer, build_app
 
@@ -51,6 +52,7 @@ class Service:
         self.ready = threading.Event()
         self.catalogue: Catalogue | None = None
         self.ingestor: Ingestor | None = None
+        self.preprocess: PreprocessPool | None = None
         self.web: WebServer | None = None
         self.tracker = SettleTracker(settings.watch.settle_seconds)
         self.watcher: FolderWatcher | None = None
@@ -70,6 +72,9 @@ class Service:
         registry = PluginRegistry.discover(settings.plugins.dirs)
         chain = AdapterChain.from_config(settings.adapters, registry)
         self.ingestor = Ingestor(settings, self.catalogue, chain, self.metrics)
+        self.preprocess = PreprocessPool(settings, self.catalogue, self.metrics)
+        self.ingestor.on_new_image.append(self.preprocess.submit)
+        self.preprocess.resume()
         if settings.metrics.enabled:
             self.web = WebServer(build_app(self.metrics, self.status_summary), settings.metrics.host,
                                  settings.metrics.port)
@@ -131,6 +136,8 @@ class Service:
         if left:
             log.warning("shutdown timeout: %d ingest workers still busy; their files are taken at the next start", left)
         self._workers.clear()
+        if self.preprocess is not None:
+            self.preprocess.shutdown()
         if self.web is not None:
             self.web.stop()
         if self.catalogue is not None and not left:

@@ -19,6 +19,12 @@ def collect_status(state_dir: Path, newest: int = 10, errors: int = 10) -> dict[
             "SELECT reason, COUNT(*) AS n FROM rejected GROUP BY reason ORDER BY n DESC")}
         by_status = {r["status"]: r["n"] for r in conn.execute(
             "SELECT status, COUNT(*) AS n FROM images GROUP BY status")}
+        flags: dict[str, int] = {}
+        for row in conn.execute("SELECT flags FROM preprocess WHERE flags != ''"):
+            for flag in row["flags"].split(","):
+                flags[flag] = flags.get(flag, 0) + 1
+        failed = {r["error"]: r["n"] for r in conn.execute(
+            "SELECT error, COUNT(*) AS n FROM preprocess WHERE error IS NOT NULL GROUP BY error")}
         newest_rows = conn.execute(
             """SELECT i.id, i.path, p.barcode AS plate, w.name AS well, i.drop_no AS drop_, i.inspection,
                       i.version, i.status, i.catalogued_at
@@ -35,6 +41,8 @@ def collect_status(state_dir: Path, newest: int = 10, errors: int = 10) -> dict[
             "rejected_total": one("SELECT COUNT(*) FROM rejected"),
             "rejected_by_reason": by_reason,
             "images_by_status": by_status,
+            "flagged_by_flag": flags,
+            "failed_by_reason": failed,
             "plates": [r[0] for r in conn.execute("SELECT barcode FROM plates ORDER BY barcode")],
             "wells_total": one("SELECT COUNT(*) FROM wells"),
             "unassigned_total": one(

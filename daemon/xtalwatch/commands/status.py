@@ -35,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
           f"({status['unassigned_total']} unassigned); files: {status['files_total']}")
     print(f"rejected: {status['rejected_total']}"
           + "".join(f"\n  {reason}: {n}" for reason, n in status["rejected_by_reason"].items()))
+    if status["images_by_status"]:
+        print("by status: " + ", ".join(f"{k} {v}" for k, v in sorted(status["images_by_status"].items())))
+    if status["flagged_by_flag"]:
+        print("quality flags: " + ", ".join(f"{k} {v}" for k, v in sorted(status["flagged_by_flag"].items())))
+    if status["failed_by_reason"]:
+        print("could not preprocess: " + ", ".join(f"{k} {v}" for k, v in sorted(status["failed_by_reason"].items())))
     if status["newest_images"]:
         print("newest:")
         for img in status["newest_images"]:

@@ -1,0 +1,36 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+# Both create .venv and install everything on a fresh machine first; both are safe to re-run.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+REAL_IMAGES ?= $(abspath ../shared/real-images)
+
+.PHONY: install demo test lint bench system-deps clean
+
+$(BIN)/xtalwatch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+install: $(BIN)/xtalwatch
+
+# The main job on the embedded default: the synthetic imager feeding the real service.
+demo: install
+	$(BIN)/xtalwatch demo
+
+# Debian packages the tests use as real tools (promtool, prometheus, systemd-analyze).
+system-deps:
+	bash .ci/install-system-deps.sh
+
+test: install system-deps
+	XTALWATCH_REAL_IMAGES=$${XTALWATCH_REAL_IMAGES:-$(REAL_IMAGES)} $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check daemon plugins tests bench
+
+bench: install
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo

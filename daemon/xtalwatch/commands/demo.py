@@ -1,0 +1,36 @@
+"""``xtalwatch demo``: the whole service on the embedded synthetic imager, no instrument needed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run the service on the synthetic imager (the README's main command)",
+        description="Write synthetic plates into DIR/imager over time, the way an imager does, while the real "
+                    "service watches, catalogues and preprocesses them; then print a summary.")
+    parser.add_argument("--out", type=Path, default=Path("demo"), metavar="DIR",
+                        help="demo folder: imager/, state/ and labels.csv go here (default ./demo)")
+    parser.add_argument("--plates", type=int, default=2, help="plates to image (default 2)")
+    parser.add_argument("--wells", type=int, default=96, choices=[24, 48, 96, 384], help="wells per plate")
+    parser.add_argument("--drops", type=int, default=1, help="drops per well")
+    parser.add_argument("--inspections", type=int, default=2, help="inspections per drop")
+    parser.add_argument("--layout", default="rockmaker", choices=["rockmaker", "export", "minstrel"])
+    parser.add_argument("--image-size", default="640x480", metavar="WxH", help="frame size (default 640x480)")
+    parser.add_argument("--rate", type=float, default=20.0, metavar="N", help="images per second (default 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metrics-port", type=int, default=9108, metavar="N", help="0 picks a free port")
+    parser.add_argument("--fresh", action="store_true", help="delete DIR first")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xtalwatch.demo import DemoOptions, run_demo
+
+    width, height = (int(v) for v in args.image_size.lower().split("x"))
+    options = DemoOptions(out=args.out, plates=args.plates, wells=args.wells, drops=args.drops,
+                          inspections=args.inspections, layout=args.layout, size=(width, height), rate=args.rate,
+                          seed=args.seed, metrics_port=args.metrics_port, fresh=args.fresh)
+    return run_demo(options)
