@@ -30,6 +30,19 @@ def _baseline(folder: Path, count: int, width: int, height: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _cpu_ms_per_image(count: int, width: int, height: int) -> float:
+    """CPU time to render and encode one frame in this process: immune to other load on the box."""
+    from xtalwatch.synth.generate import _encoded, plan_jobs
+
+    cv2.setNumThreads(1)
+    jobs = plan_jobs(plates=1, layout="export", wells=96, drops=3, size=(width, height), seed=1)[:count]
+    _encoded(jobs[0])
+    start = time.process_time()
+    for job in jobs:
+        _encoded(job)
+    return (time.process_time() - start) / len(jobs) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2016, help="rounded up to whole 96-well, 3-drop plates")
@@ -54,6 +67,13 @@ def main() -> None:
     print(f"synth: {synth_rate:.1f} images/s  ({10_000 / synth_rate / 60:.1f} min per 10,000)")
     print(f"baseline cv2.imwrite of a constant image, 1 process: {base_rate:.1f} images/s")
     print(f"ratio synth / baseline: {synth_rate / base_rate:.3f}")
+    cpu_ms = _cpu_ms_per_image(200, width, height)
+    print(f"CPU per frame (render + encode, 1 thread): {cpu_ms:.1f} ms -> "
+          f"{1000 / cpu_ms * args.workers:.0f} images/s on {args.workers} idle cores")
+    try:
+        print(f"load average during the run: {os.getloadavg()[0]:.2f}")
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -156,15 +156,17 @@ def draw_microcrystals(layers: Layers, rng: np.random.Generator, region: Region,
 
 def draw_precipitate(layers: Layers, rng: np.random.Generator, region: Region, growth: float) -> None:
     """Amorphous brown-grey clouds and fine grains, denser where the clouds are."""
-    for _ in range(int(rng.integers(2, 7))):
-        centre = _near_site(rng, region, 0.25)
-        axes = region.radius * rng.uniform(0.15, 0.45) * growth * np.array([1.0, rng.uniform(0.4, 1.0)])
-        cv2.ellipse(layers.soft, tuple(_pts(centre)), tuple(_pts(axes)), rng.uniform(0, 180), 0, 360,
-                    int(rng.integers(130, 180)), -1, cv2.LINE_AA, _SHIFT)
-        grains = int(rng.integers(80, 400) * growth)
-        pts = centre + rng.normal(0, 0.5, (grains, 2)) * axes
-        inks = rng.integers(50, 160, grains)
-        radii = rng.uniform(0.5, 1.6, grains) * region.scale
+    # One generator per cloud, so growth (which changes how many grains) never moves the clouds.
+    for cloud_seed in rng.integers(0, 2**63, int(rng.integers(2, 7))):
+        crng = np.random.default_rng(int(cloud_seed))
+        centre = _near_site(crng, region, 0.25)
+        axes = region.radius * crng.uniform(0.15, 0.45) * growth * np.array([1.0, crng.uniform(0.4, 1.0)])
+        cv2.ellipse(layers.soft, tuple(_pts(centre)), tuple(_pts(axes)), crng.uniform(0, 180), 0, 360,
+                    int(crng.integers(130, 180)), -1, cv2.LINE_AA, _SHIFT)
+        grains = int(crng.integers(80, 400) * growth)
+        pts = centre + crng.normal(0, 0.5, (grains, 2)) * axes
+        inks = crng.integers(50, 160, grains)
+        radii = crng.uniform(0.5, 1.6, grains) * region.scale
         for p, ink, rad in zip(pts, inks, radii, strict=True):
             cv2.circle(layers.focus, tuple(_pts(p)), max(1, round(rad * _ONE)), int(ink), -1, cv2.LINE_AA, _SHIFT)
 
