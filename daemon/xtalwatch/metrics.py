@@ -71,7 +71,8 @@ class Metrics:
         r = self.registry
         # -- watch and ingest -------------------------------------------------------------
         self.images_seen = Counter("xtalwatch_images_seen_total",
-                                   "Candidate image files that became complete and were handed to ingest.", registry=r)
+                                   "Complete, readable files hashed by ingest "
+                                   "(rejected files count in xtalwatch_images_rejected_total).", registry=r)
         self.images_ingested = Counter("xtalwatch_images_ingested_total",
                                        "Images newly catalogued (new content; duplicates not counted).", registry=r)
         self.images_duplicate = Counter("xtalwatch_images_duplicate_total",
