@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from xtalwatch.config import PreprocessConfig
 from xtalwatch.simclr.data import from_arrays, list_images, load_folder, prepare_crop
 
 
@@ -44,6 +45,21 @@ def test_prepare_crop_is_a_centre_square_in_rgb() -> None:
     crop = prepare_crop(frame, 8)
     assert crop.shape == (8, 8, 3)
     assert (crop[..., 2] == 255).all() and (crop[..., 0] == 0).all()
+
+
+def test_drop_preprocessing_gives_model_size_rgb_crops(tmp_path: Path) -> None:
+    frame = np.full((240, 320, 3), 200, np.uint8)
+    cv2.circle(frame, (160, 120), 100, (90, 90, 90), -1)  # a well
+    cv2.circle(frame, (170, 125), 50, (150, 170, 160), -1)  # a drop
+    cv2.rectangle(frame, (160, 115), (172, 121), (20, 40, 30), -1)  # a crystal
+    crop = prepare_crop(frame, 16, PreprocessConfig())
+    assert crop.shape == (16, 16, 3) and crop.dtype == np.uint8
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), frame)
+    drop = load_folder(folder, 16, tmp_path / "cache", preprocess=PreprocessConfig())
+    centre = load_folder(folder, 16, tmp_path / "cache")
+    assert drop.fingerprint != centre.fingerprint and len(drop) == 1
 
 
 def test_from_arrays_accepts_grey_and_resizes() -> None:

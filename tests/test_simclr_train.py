@@ -72,7 +72,7 @@ def test_resume_after_kill_gives_the_same_loss_curve(tmp_path: Path) -> None:
     images = _folder(tmp_path / "images", 12)
     args = ["--images", str(images), "--cache", str(tmp_path / "cache"), "--image-size", "16", "--batch-size", "4",
             "--steps", "6", "--checkpoint-every", "2", "--min-images", "8", "--device", "cpu", "--seed", "1",
-            "--no-progress", "--state", str(tmp_path / "state")]
+            "--no-progress", "--state", str(tmp_path / "state"), "--preprocess", "none"]
     run_dir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "xtalwatch", "train", *args, "--out", str(run_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -126,7 +126,7 @@ def test_too_small_dataset_is_refused_with_counts(tmp_path: Path) -> None:
 def test_cli_refuses_small_folders_and_explains_catalogue_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images = _folder(tmp_path / "few", 3)
-    common = ["--state", str(tmp_path / "state"), "--device", "cpu", "--image-size", "16"]
+    common = ["--state", str(tmp_path / "state"), "--device", "cpu", "--image-size", "16", "--preprocess", "none"]
     assert main(["train", "--images", str(images), "--min-images", "10", *common]) == 1
     assert "3 usable images, at least 10 needed" in capsys.readouterr().err
     assert main(["train", *common]) == 2

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=Path, metavar="DIR", help="train on every image under DIR")
     p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: <state>/training/run-<time>)")
     p.add_argument("--cache", type=Path, metavar="DIR", help="crop cache folder (default: <state>/cache/crops)")
+    p.add_argument("--preprocess", choices=["drop", "none"], default="drop",
+                   help="drop: crop each frame to its drop like the service does (default); "
+                        "none: centre square, for images that are already drop crops")
     p.add_argument("--image-size", type=int, metavar="PX", help="overrides train.image_size")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per step, all processes (train.batch_size)")
     p.add_argument("--epochs", type=int, metavar="N", help="overrides train.epochs")
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = settings.train
     try:
-        dataset = load_folder(args.images, cfg.image_size, cache, cfg.workers)
+        preprocess = settings.preprocess if args.preprocess == "drop" else None
+        dataset = load_folder(args.images, cfg.image_size, cache, cfg.workers, preprocess)
         if dataset.skipped:
             print(f"xtalwatch train: skipped {len(dataset.skipped)} unreadable file(s), "
                   f"e.g. {dataset.skipped[0][0]}: {dataset.skipped[0][1]}", file=sys.stderr)

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xtalwatch.config import IMAGE_EXTENSIONS
+from xtalwatch.config import IMAGE_EXTENSIONS, PreprocessConfig
 
 __all__ = ["CropDataset", "list_images", "prepare_crop", "load_folder", "from_arrays", "array_fingerprint"]
 
@@ -56,13 +56,19 @@ def list_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def prepare_crop(image_bgr: np.ndarray, image_size: int) -> np.ndarray:
-    """A decoded BGR frame → the model-size RGB uint8 crop (S, S, 3) that training sees.
+def prepare_crop(image_bgr: np.ndarray, image_size: int, preprocess: PreprocessConfig | None = None) -> np.ndarray:
+    """A decoded BGR (or grey) frame → the model-size RGB uint8 crop (S, S, 3) that training sees.
 
-    Stand-in until ``xtalwatch.preprocess.preprocess_array`` (issue 3) lands: a centre square
-    crop resized with area averaging. Swapping it for the drop finder is a change to this
-    function only.
+    With ``preprocess`` (the default for folders of whole frames), the service's own drop finder
+    (``xtalwatch.preprocess.preprocess_array``) locates, crops and normalises the drop, so training
+    sees what classification will see. Without it, a centre square crop resized with area
+    averaging: for images that are already drop crops (``--preprocess none``).
     """
+    if preprocess is not None:
+        from xtalwatch.preprocess import preprocess_array
+
+        cfg = preprocess.model_copy(update={"image_size": image_size, "channels": 3})
+        return np.ascontiguousarray(cv2.cvtColor(preprocess_array(image_bgr, cfg).crop, cv2.COLOR_BGR2RGB))
     if image_bgr.ndim == 2:
         image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
     h, w = image_bgr.shape[:2]
@@ -74,16 +80,20 @@ def prepare_crop(image_bgr: np.ndarray, image_size: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
 
 
-def _decode(path: Path, image_size: int) -> np.ndarray | str:
+def _decode(path: Path, image_size: int, preprocess: PreprocessConfig | None) -> np.ndarray | str:
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         return "not a decodable image"
-    return prepare_crop(image, image_size)
+    try:
+        return prepare_crop(image, image_size, preprocess)
+    except ValueError as exc:  # a frame the drop finder cannot use is skipped, not fatal
+        return f"preprocessing failed: {exc}"
 
 
-def _folder_fingerprint(root: Path, paths: list[Path], image_size: int) -> str:
-    h = hashlib.sha256(f"crops-v1 size={image_size}\n".encode())
+def _folder_fingerprint(root: Path, paths: list[Path], image_size: int, preprocess: PreprocessConfig | None) -> str:
+    how = preprocess.model_dump_json() if preprocess is not None else "centre"
+    h = hashlib.sha256(f"crops-v1 size={image_size} preprocess={how}\n".encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
@@ -103,8 +113,12 @@ def _write_atomic_json(path: Path, obj: object) -> None:
     os.replace(tmp, path)
 
 
-def load_folder(root: Path, image_size: int, cache_dir: Path, workers: int = 0) -> CropDataset:
+def load_folder(root: Path, image_size: int, cache_dir: Path, workers: int = 0,
+                preprocess: PreprocessConfig | None = None) -> CropDataset:
     """The crops of every image under ``root``, from the cache or decoded once into it.
+
+    ``preprocess``: crop each frame to its drop with the service's preprocessing (None: centre
+    square, for images that are already crops); see :func:`prepare_crop`.
 
     Unreadable files are skipped and listed in ``skipped``, never fatal. Concurrent callers
     (one per torchrun rank) are safe: each writes a private temporary file and renames it.
@@ -113,7 +127,7 @@ def load_folder(root: Path, image_size: int, cache_dir: Path, workers: int = 0) 
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
     paths = list_images(root)
-    fp = _folder_fingerprint(root, paths, image_size)
+    fp = _folder_fingerprint(root, paths, image_size, preprocess)
     cache_dir = Path(cache_dir)
     npy, index = cache_dir / f"crops-{fp}.npy", cache_dir / f"crops-{fp}.json"
     if npy.is_file() and index.is_file():
@@ -125,7 +139,7 @@ def load_folder(root: Path, image_size: int, cache_dir: Path, workers: int = 0) 
     log.info("train: decoding %d images from %s into %s (%d threads)", len(paths), root, npy, n_workers)
     # OpenCV releases the GIL while decoding and resizing, so threads are enough.
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = list(pool.map(lambda p: _decode(p, image_size), paths))
+        results = list(pool.map(lambda p: _decode(p, image_size, preprocess), paths))
     kept = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, np.ndarray)]
     skipped = [(p.relative_to(root).as_posix(), r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
     for rel, reason in skipped:
