@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 from pathlib import Path
 
 import cv2
+import numpy as np
+import pytest
 from xtalwatch.cli import main
 from xtalwatch.synth import generate_plates, read_labels
 from xtalwatch.synth.writer import encode, write_partially
@@ -17,8 +20,6 @@ def _files(root: Path) -> list[Path]:
 
 
 def test_a_file_is_visible_partially_then_complete(tmp_path: Path) -> None:
-    import numpy as np
-
     data = encode(np.full((64, 64, 3), 90, np.uint8), "jpg")
     path = tmp_path / "deep" / "x.jpg"
     seen: list[int] = []
@@ -40,14 +41,27 @@ def test_a_file_is_visible_partially_then_complete(tmp_path: Path) -> None:
 def test_paced_run_writes_complete_files_and_labels_as_it_goes(tmp_path: Path) -> None:
     out = tmp_path / "imager"
     started = time.monotonic()
+    ticks: list[int] = []
     rows = generate_plates(out, plates=1, layout="export", wells=24, drops=1, inspections=1, size=(48, 40),
-                           seed=3, rate=100.0, workers=1)
+                           seed=3, rate=100.0, workers=1, progress=ticks.append)
     elapsed = time.monotonic() - started
     assert len(rows) == 24 and elapsed >= 0.2  # 24 files at 100/s cannot take less than 0.23 s
+    assert sum(ticks) == 24
     files = _files(out)
     assert [p.relative_to(out).as_posix() for p in files] == sorted(r.path for r in rows)
     assert all(cv2.imread(str(p)) is not None for p in files)
     assert read_labels(tmp_path / "imager_labels.csv") == rows
+
+
+def test_ctrl_c_during_the_pause_still_completes_the_file(tmp_path: Path) -> None:
+    data = encode(np.full((64, 64, 3), 90, np.uint8), "jpg")
+    path = tmp_path / "x.jpg"
+    timer = threading.Timer(0.1, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        write_partially(path, data, 2.0)
+        time.sleep(5)  # the interrupt may land just after the wait returns
+    assert path.read_bytes() == data
 
 
 def test_stop_ends_a_paced_run_cleanly(tmp_path: Path) -> None:

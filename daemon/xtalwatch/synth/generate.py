@@ -142,7 +142,7 @@ def _run_batch(out_dir: Path, jobs: list[Job], workers: int, progress: Callable[
 
 
 def _run_paced(out_dir: Path, jobs: list[Job], workers: int, rate: float, stop: threading.Event,
-               labels: LabelWriter | None) -> int:
+               labels: LabelWriter | None, progress: Callable[[int], None] | None) -> int:
     """Write ``rate`` files per second, each partially then complete; returns how many were written."""
     pause = min(0.25, 0.5 / rate)
     pool = _pool(workers) if workers > 1 else None
@@ -161,10 +161,14 @@ def _run_paced(out_dir: Path, jobs: list[Job], workers: int, rate: float, stop: 
             data = pending.get() if pending is not None else _encoded(job)
             if stop.wait(max(0.0, start + written / rate - time.monotonic())):
                 break
-            write_partially(out_dir / job.row.path, data, pause, stop=stop)
-            written += 1
-            if labels:
-                labels.write([job.row])
+            try:
+                write_partially(out_dir / job.row.path, data, pause, stop=stop)
+            finally:  # the file is complete even when interrupted, so it is counted and labelled
+                written += 1
+                if labels:
+                    labels.write([job.row])
+                if progress:
+                    progress(1)
     finally:
         if pool:
             pool.terminate()
@@ -189,6 +193,7 @@ def generate_plates(out_dir: Path | str, *, plates: int = 1, layout: str = "rock
         workers: processes; default one per core.
         rate: images per second, written partially then completed; None writes as fast as possible.
         stop: set it to end a paced run after the current file (which is always completed).
+        progress: called with 1 after each file is complete.
     """
     out_dir = Path(out_dir)
     if rate is not None and rate <= 0:
@@ -205,7 +210,7 @@ def generate_plates(out_dir: Path | str, *, plates: int = 1, layout: str = "rock
             if writer:
                 writer.write(j.row for j in jobs)
             return [j.row for j in jobs]
-        done = _run_paced(out_dir, jobs, workers, rate, stop or threading.Event(), writer)
+        done = _run_paced(out_dir, jobs, workers, rate, stop or threading.Event(), writer, progress)
         return [j.row for j in jobs[:done]]
     finally:
         if writer:

@@ -63,17 +63,19 @@ def write_partially(path: Path, data: bytes, pause_seconds: float, *, first_frac
                     stop: threading.Event | None = None) -> None:
     """Write a first chunk, flush, pause, then the rest: how a slow imager's file appears.
 
-    The file is always completed, even when ``stop`` is set during the pause, so stopping never
-    leaves a truncated image behind.
+    The file is always completed, even when ``stop`` is set or Ctrl-C arrives during the pause, so
+    stopping never leaves a truncated image behind.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     cut = max(1, min(len(data) - 1, int(len(data) * first_fraction)))
     with open(path, "wb") as f:
         f.write(data[:cut])
         f.flush()
-        if pause_seconds > 0:
-            (stop or threading.Event()).wait(pause_seconds)
-        f.write(data[cut:])
+        try:
+            if pause_seconds > 0:
+                (stop or threading.Event()).wait(pause_seconds)
+        finally:  # even a KeyboardInterrupt during the pause leaves a complete file
+            f.write(data[cut:])
 
 
 class LabelWriter:
