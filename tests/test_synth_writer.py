@@ -67,12 +67,16 @@ def test_ctrl_c_during_the_pause_still_completes_the_file(tmp_path: Path) -> Non
 def test_stop_ends_a_paced_run_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "imager"
     stop = threading.Event()
-    timer = threading.Timer(0.6, stop.set)
-    timer.start()
+    done: list[int] = []
+
+    def tick(n: int) -> None:  # stop from outside once five files are complete, as Ctrl-C would
+        done.append(n)
+        if len(done) == 5:
+            stop.set()
+
     rows = generate_plates(out, plates=1, layout="rockmaker", wells=96, drops=3, size=(48, 40), seed=1,
-                           rate=20.0, workers=2, stop=stop)
-    timer.cancel()
-    assert 0 < len(rows) < 96 * 3
+                           rate=50.0, workers=2, stop=stop, progress=tick)
+    assert len(rows) == 5
     files = _files(out)
     assert len(files) == len(rows) == len(read_labels(tmp_path / "imager_labels.csv"))
     assert all(cv2.imread(str(p)) is not None for p in files), "a stopped run left a truncated file"
