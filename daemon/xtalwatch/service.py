@@ -24,12 +24,13 @@ from typing import Any
 
 from xtalwatch import __version__
 from xtalwatch.catalogue import Catalogue
+from xtalwatch.classify_stage import ClassifyStage
 from xtalwatch.config import Settings
 from xtalwatch.identify import AdapterChain
 from xtalwatch.ingest import Ingestor
 from xtalwatch.metrics import Metrics
 from xtalwatch.plugins import PluginRegistry
-from xtalwatch.preprocess_pool import PreprocessPool
+from xtalwatch.preprocess_pool import PreprocessPool, status_for
 from xtalwatch.watch import FolderWatcher, SettleTracker, scan_folder
 from xtalwatch.web import WebServer, build_app
 
@@ -53,6 +54,7 @@ class Service:
         self.catalogue: Catalogue | None = None
         self.ingestor: Ingestor | None = None
         self.preprocess: PreprocessPool | None = None
+        self.classify: ClassifyStage | None = None
         self.web: WebServer | None = None
         self.tracker = SettleTracker(settings.watch.settle_seconds)
         self.watcher: FolderWatcher | None = None
@@ -74,6 +76,9 @@ class Service:
         self.ingestor = Ingestor(settings, self.catalogue, chain, self.metrics)
         self.preprocess = PreprocessPool(settings, self.catalogue, self.metrics)
         self.ingestor.on_new_image.append(self.preprocess.submit)
+        self.classify = ClassifyStage(settings.state.dir, self.catalogue, self.metrics)
+        self.preprocess.on_done.append(self._preprocessed)
+        self.classify.start()
         self.preprocess.resume()
         if settings.metrics.enabled:
             self.web = WebServer(build_app(self.metrics, self.status_summary), settings.metrics.host,
@@ -138,6 +143,8 @@ class Service:
         self._workers.clear()
         if self.preprocess is not None:
             self.preprocess.shutdown()
+        if self.classify is not None:
+            self.classify.stop()
         if self.web is not None:
             self.web.stop()
         if self.catalogue is not None and not left:
@@ -151,6 +158,8 @@ class Service:
             self._enqueue(path)
         if self.watcher.supervise():
             self.rescan()
+        if self.classify is not None and self.classify.refresh_model():
+            self.classify.backfill()
         self.metrics.queue_depth.labels(stage="settle").set(len(self.tracker))
         self.metrics.queue_depth.labels(stage="ingest").set(self._queue.qsize())
         try:
@@ -179,6 +188,10 @@ class Service:
         self.metrics.rescans.inc()
         if noted:
             log.info("scan of %s found %d files to take", self.settings.watch.dir, noted)
+
+    def _preprocessed(self, image_id: int, result: Any, completed_at: float | None) -> None:
+        if self.classify is not None and status_for(result) == "preprocessed":
+            self.classify.submit(image_id, result.crop_path, completed_at)
 
     def _observer_restarted(self, reason: str) -> None:
         self.metrics.observer_restarts.inc()
