@@ -11,10 +11,19 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -201,6 +210,126 @@ class TrainConfig(Section):
         return self
 
 
+_BUILTIN_SINKS = ("log", "webhook", "email", "command")
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class _SinkBase(Section):
+    name: str | None = Field(
+        None, min_length=1, description="Label of this sink in logs and metrics (the sink label); default: its type."
+    )
+
+
+class LogSinkConfig(_SinkBase):
+    type: Literal["log"] = Field("log", description="One log line per alert (the default sink).")
+
+
+class WebhookSinkConfig(_SinkBase):
+    type: Literal["webhook"] = Field("webhook", description="JSON POST; Slack-compatible top-level text.")
+    url: str = Field(..., pattern=r"^https?://", description="Where to POST, http:// or https://.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Connect and read timeout of one POST, in seconds.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent as they are.")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Header name -> environment variable holding its value (tokens stay out of the file)."
+    )
+
+
+class EmailSinkConfig(_SinkBase):
+    type: Literal["email"] = Field("email", description="One mail per alert over SMTP.")
+    host: str = Field(..., min_length=1, description="SMTP server host name.")
+    port: int = Field(25, ge=1, le=65535, description="SMTP port (25, or 587 with starttls).")
+    from_address: str = Field(..., min_length=3, description="Envelope and header From address.")
+    to: list[str] = Field(..., min_length=1, description="Recipient addresses.")
+    starttls: bool = Field(False, description="Upgrade the connection with STARTTLS before logging in.")
+    username_env: str | None = Field(None, description="Environment variable holding the SMTP user name; null: no login.")
+    password_env: str | None = Field(None, description="Environment variable holding the SMTP password.")
+    timeout_seconds: float = Field(30.0, gt=0, description="SMTP socket timeout, in seconds.")
+
+
+class CommandSinkConfig(_SinkBase):
+    type: Literal["command"] = Field("command", description="Runs a program: alert JSON on stdin, XTALWATCH_ALERT_* env.")
+    argv: list[str] = Field(..., min_length=1, description="Program and arguments, run without a shell.")
+    timeout_seconds: float = Field(30.0, gt=0, description="The program is killed after this many seconds.")
+
+
+class PluginSinkConfig(_SinkBase):
+    type: str = Field(..., min_length=1, description="A sink plugin's name or a module:attr reference.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the plugin as they are.")
+
+
+def _sink_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _BUILTIN_SINKS else "plugin"
+
+
+SinkConfig = Annotated[
+    Annotated[LogSinkConfig, Tag("log")]
+    | Annotated[WebhookSinkConfig, Tag("webhook")]
+    | Annotated[EmailSinkConfig, Tag("email")]
+    | Annotated[CommandSinkConfig, Tag("command")]
+    | Annotated[PluginSinkConfig, Tag("plugin")],
+    Discriminator(_sink_tag),
+]
+
+
+class AlertsConfig(Section):
+    """Alerts: where they go, how often, and the thresholds of the detectors that raise them."""
+
+    enabled: bool = Field(True, description="Send alerts at all; events are stored either way.")
+    sinks: list[SinkConfig] = Field(
+        default_factory=list,
+        description="Alert sinks, each {type: log|webhook|email|command|<plugin>|module:attr, ...}; empty: one log sink.",
+    )
+    dedupe_window_seconds: float = Field(
+        3600.0, ge=0, description="An alert with the same dedupe key within this many seconds is sent once."
+    )
+    rate_per_minute: float = Field(10.0, gt=0, description="Alerts per minute each sink may send on average (token refill).")
+    burst: int = Field(20, ge=1, description="Alerts a sink may send at once before the rate applies (bucket size).")
+    queue_size: int = Field(1000, ge=1, description="Alerts waiting per sink; beyond this new ones are dropped and counted failed.")
+    retry_attempts: int = Field(5, ge=1, description="Delivery attempts per alert and sink before it counts as failed.")
+    retry_initial_seconds: float = Field(1.0, gt=0, description="Wait before the first retry; doubles after each failure.")
+    retry_max_seconds: float = Field(300.0, gt=0, description="Longest wait between retries, in seconds.")
+    hit_min_confidence: float = Field(
+        0.6, ge=0, le=1, description="A call is reliable (can make a well's outcome and a hit) from this confidence up."
+    )
+    stalled_after_seconds: float = Field(
+        7200.0, gt=0, description="Imager stalled: this many seconds of expected hours without a new image."
+    )
+    expected_hours: str = Field(
+        "07:00-19:00", description="Local hours the imager is expected to write, HH:MM-HH:MM (may wrap past midnight)."
+    )
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(_WEEKDAYS[:5]), description="Days (of the window's start) the imager is expected to write."
+    )
+    disk_low_bytes: int = Field(5_000_000_000, ge=0, description="Disk low below this many free bytes in the state folder; 0 disables.")
+    disk_low_fraction: float = Field(0.05, ge=0, le=1, description="Disk low below this free fraction of the state disk; 0 disables.")
+    drift_threshold: float = Field(
+        0.2, gt=0, le=2, description="Drift alert when 1 - cosine(training mean, recent mean embedding) exceeds this."
+    )
+    drift_window_images: int = Field(500, ge=1, description="Newest images whose mean embedding is compared for drift.")
+
+    @field_validator("expected_hours")
+    @classmethod
+    def _hours_parse(cls, value: str) -> str:
+        import re
+
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", value.strip())
+        if match is None:
+            raise ValueError("must look like 07:00-19:00")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2 != 0) or (h1, m1) == (h2, m2):
+            raise ValueError("must be two different times of day, HH:MM-HH:MM (24:00 allowed as the end)")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> AlertsConfig:
+        names = [s.name or s.type for s in self.sinks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two sinks named {', '.join(twice)}: give each a distinct name")
+        return self
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Values read from the YAML file; ranked below the environment and the command line."""
 
@@ -232,6 +361,7 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @classmethod
     def settings_customise_sources(
