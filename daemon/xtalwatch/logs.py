@@ -37,13 +37,28 @@ class _TerminalFormatter(logging.Formatter):
         return f"{start}{text}\033[0m" if start else text
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (test runners and daemons swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Route the ``xtalwatch`` loggers to stderr at ``level``; safe to call more than once."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_xtalwatch", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._xtalwatch = True  # type: ignore[attr-defined]
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from xtalwatch import __version__
+from xtalwatch import sdnotify
 from xtalwatch.catalogue import Catalogue
 from xtalwatch.classify_stage import ClassifyStage
 from xtalwatch.config import Settings
@@ -63,14 +62,15 @@ class Service:
         self._in_flight_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._signals = 0
+        self.keepalive = sdnotify.KeepAlive()
         self.on_ready: list[Callable[[], None]] = []
         self.on_tick: list[Callable[[], None]] = []
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
         settings = self.settings
-        self.metrics.build_info.info({"version": __version__})
         self.catalogue = Catalogue(settings.state.dir)
+        self._restore_gauges()
         registry = PluginRegistry.discover(settings.plugins.dirs)
         chain = AdapterChain.from_config(settings.adapters, registry)
         self.ingestor = Ingestor(settings, self.catalogue, chain, self.metrics)
@@ -96,6 +96,7 @@ class Service:
         self._wait_for_idle()
         self.ready.set()
         log.info("ready: start-up scan done, %d files pending", len(self.tracker))
+        sdnotify.ready(f"watching {settings.watch.dir}")
         for callback in self.on_ready:
             callback()
 
@@ -126,6 +127,7 @@ class Service:
             log.error("second %s: exiting now", signal.Signals(signum).name)
             os._exit(1)
         log.info("%s: stopping (send again to force)", signal.Signals(signum).name)
+        sdnotify.stopping()
         self.stop_event.set()
 
     def shutdown(self) -> None:
@@ -162,10 +164,8 @@ class Service:
             self.classify.backfill()
         self.metrics.queue_depth.labels(stage="settle").set(len(self.tracker))
         self.metrics.queue_depth.labels(stage="ingest").set(self._queue.qsize())
-        try:
-            self.metrics.state_disk_free_bytes.set(shutil.disk_usage(self.settings.state.dir).free)
-        except OSError:
-            pass
+        self.metrics.observe_disk(self.settings.state.dir)
+        self.keepalive.tick()
         for callback in self.on_tick:
             callback()
 
@@ -192,6 +192,13 @@ class Service:
     def _preprocessed(self, image_id: int, result: Any, completed_at: float | None) -> None:
         if self.classify is not None and status_for(result) == "preprocessed":
             self.classify.submit(image_id, result.crop_path, completed_at)
+
+    def _restore_gauges(self) -> None:
+        """Gauges that alerts rely on start from the catalogue, so a restart does not read as 'never'."""
+        assert self.catalogue is not None
+        last = self.catalogue.query("SELECT MAX(catalogued_at) FROM images")[0][0]
+        if last is not None:
+            self.metrics.last_image_timestamp.set(last)
 
     def _observer_restarted(self, reason: str) -> None:
         self.metrics.observer_restarts.inc()
@@ -224,6 +231,7 @@ class Service:
         while not self.stop_event.is_set() and time.monotonic() < deadline:
             for path in self.tracker.due():
                 self._enqueue(path)
+            self.keepalive.tick()  # the watchdog may be armed before READY
             with self._in_flight_lock:
                 busy = bool(self._in_flight)
             if not busy and self._queue.empty():
