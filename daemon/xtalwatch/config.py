@@ -330,6 +330,55 @@ class AlertsConfig(Section):
         return self
 
 
+class RetrainConfig(Section):
+    """Scheduled retraining in a child process, the promotion gate and the model registry."""
+
+    enabled: bool = Field(True, description="Retrain on the schedule below; false: only `xtalwatch train --now`.")
+    schedule: str = Field(
+        "0 2 * * *", description="Cron line (minute hour day month weekday), in the host's local time zone; nightly 02:00."
+    )
+    interval_hours: float | None = Field(
+        None, gt=0, description="Retrain every this many hours instead of the cron schedule; null: use the schedule."
+    )
+    misfire_grace_hours: float = Field(
+        6.0, gt=0, description="A run missed (service down, or busy) still starts if less than this many hours late."
+    )
+    warm_start: bool = Field(
+        True, description="Start from the serving model's encoder (when its image size matches); false: from scratch."
+    )
+    nice: int = Field(10, ge=0, le=19, description="CPU niceness added to the training child process (0-19).")
+    gate_margin: float = Field(
+        0.02, ge=0, le=1, description="Largest drop in kNN or linear hold-out accuracy (fraction, 0-1) a new model may show."
+    )
+    collapse_std_min: float = Field(
+        0.001, ge=0, description="Smallest mean per-dimension std of L2-normalised features across images; below it the "
+        "model has collapsed (a random-init encoder measures about 0.003, a fully spread 512-d one about 0.044)."
+    )
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of labelled images held out (chosen by content hash, stable) to score models."
+    )
+    knn_k: int = Field(20, ge=1, description="Neighbours for the gate's cosine kNN accuracy.")
+    reclassify: Literal["recent", "all", "none"] = Field(
+        "recent", description="After a swap, re-classify images of the last recent_days (recent), every image, or none."
+    )
+    recent_days: float = Field(7.0, gt=0, description="How far back 'recent' re-classification reaches, in days.")
+    keep_models: int = Field(
+        10, ge=2, description="Model folders kept in the registry; the oldest beyond this are deleted (never current or its predecessor)."
+    )
+    timeout_hours: float = Field(12.0, gt=0, description="A training child running longer than this many hours is stopped.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid cron line (minute hour day month weekday): {exc}") from exc
+        return value
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Values read from the YAML file; ranked below the environment and the command line."""
 
@@ -362,6 +411,7 @@ class Settings(BaseSettings):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
     @classmethod
     def settings_customise_sources(
