@@ -1,0 +1,139 @@
+"""Each built-in alert sink against the real thing: HTTP and SMTP servers on loopback, a real shell."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import logging
+import urllib.error
+from pathlib import Path
+
+import pytest
+from alert_helpers import make_alert, refused_url, smtp_server, webhook_server
+from xtalwatch.alerts import AlertSink
+from xtalwatch.config import CommandSinkConfig, EmailSinkConfig, LogSinkConfig, WebhookSinkConfig
+from xtalwatch.plugins import PluginRegistry
+from xtalwatch_plugins.sinks.command import CommandSink
+from xtalwatch_plugins.sinks.email import EmailSink
+from xtalwatch_plugins.sinks.log import LogSink
+from xtalwatch_plugins.sinks.webhook import WebhookSink
+
+
+def test_builtin_sinks_are_registered_through_entry_points() -> None:
+    registry = PluginRegistry.discover()
+    assert {"log", "webhook", "email", "command"} <= set(registry.names("sink"))
+    assert registry.get("sink", "webhook") is WebhookSink
+    for cls, cfg in [(LogSink, LogSinkConfig()), (CommandSink, CommandSinkConfig(argv=["true"])),
+                     (WebhookSink, WebhookSinkConfig(url="http://127.0.0.1:9/")),
+                     (EmailSink, EmailSinkConfig(host="localhost", from_address="a@b", to=["c@d"]))]:
+        assert isinstance(cls(cfg), AlertSink)
+
+
+# -- log ----------------------------------------------------------------------------------------
+def test_log_sink_writes_one_tagged_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="xtalwatch.alert"):
+        LogSink().send(make_alert())
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    line = record.getMessage()
+    assert "kind=crystal_hit" in line and "plate=PL1" in line and "well=B3" in line and "needles in plate" in line
+    assert "\n" not in line
+
+
+# -- webhook -------------------------------------------------------------------------------------
+def test_webhook_posts_slack_compatible_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XTW_TEST_TOKEN", "s3cret")
+    with webhook_server() as server:
+        sink = WebhookSink(WebhookSinkConfig(url=server.url, headers={"X-Lab": "b12"},
+                                             headers_env={"Authorization": "XTW_TEST_TOKEN"}))
+        sink.send(make_alert())
+        [got] = server.received
+    assert got.path == "/hook"
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["X-Lab"] == "b12" and got.headers["Authorization"] == "s3cret"
+    body = got.body
+    assert isinstance(body["text"], str) and "needles in plate PL1 well B3" in body["text"]
+    assert body["fields"] == {"plate": "PL1", "well": "B3", "drop": 2, "class": "needles", "confidence": 0.93,
+                              "image_path": "PL1/B3_2.jpg"}
+    assert body["kind"] == "crystal_hit" and body["severity"] == "info" and body["dedupe_key"] == "k1"
+    assert body["created"].endswith("+00:00")
+
+
+def test_webhook_http_error_raises_with_status() -> None:
+    with webhook_server(status=500) as server:
+        with pytest.raises(RuntimeError, match="HTTP 500.*internal trouble"):
+            WebhookSink(WebhookSinkConfig(url=server.url)).send(make_alert())
+
+
+def test_webhook_connection_refused_raises() -> None:
+    with pytest.raises(urllib.error.URLError):
+        WebhookSink(WebhookSinkConfig(url=refused_url(), timeout_seconds=2)).send(make_alert())
+
+
+def test_webhook_timeout_raises() -> None:
+    with webhook_server(hold=True) as server:
+        with pytest.raises(TimeoutError):
+            WebhookSink(WebhookSinkConfig(url=server.url, timeout_seconds=0.3)).send(make_alert())
+
+
+def test_webhook_missing_header_env_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="XTW_NOT_SET"):
+        WebhookSink(WebhookSinkConfig(url="http://x/", headers_env={"Authorization": "XTW_NOT_SET"}))
+
+
+# -- email ---------------------------------------------------------------------------------------
+def test_email_sink_sends_over_smtp_with_login_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XTW_SMTP_USER", "robot")
+    monkeypatch.setenv("XTW_SMTP_PASS", "pw")
+    with smtp_server(credentials=("robot", "pw")) as server:
+        sink = EmailSink(EmailSinkConfig(host=server.host, port=server.port, from_address="xtalwatch@lab.test",
+                                         to=["ann@lab.test", "bob@lab.test"], username_env="XTW_SMTP_USER",
+                                         password_env="XTW_SMTP_PASS", timeout_seconds=5))
+        sink.send(make_alert())
+        [mail] = server.mails
+    assert mail.login == ("robot", "pw")
+    assert mail.sender == "xtalwatch@lab.test" and mail.recipients == ["ann@lab.test", "bob@lab.test"]
+    msg = email.message_from_string(mail.data, policy=email.policy.default)
+    assert msg["Subject"] == "[xtalwatch] Crystal hit: PL1 B3 (k1)"
+    body = msg.get_content()
+    assert "needles in plate PL1 well B3" in body and "image_path: PL1/B3_2.jpg" in body and "confidence: 0.93" in body
+
+
+def test_email_sink_without_credentials_and_refused_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    with smtp_server() as server:
+        EmailSink(EmailSinkConfig(host=server.host, port=server.port, from_address="a@lab.test",
+                                  to=["b@lab.test"])).send(make_alert())
+        assert len(server.mails) == 1 and server.mails[0].login is None
+    monkeypatch.setenv("XTW_SMTP_USER", "robot")
+    monkeypatch.setenv("XTW_SMTP_PASS", "wrong")
+    with smtp_server(credentials=("robot", "pw")) as server:
+        sink = EmailSink(EmailSinkConfig(host=server.host, port=server.port, from_address="a@lab.test",
+                                         to=["b@lab.test"], username_env="XTW_SMTP_USER", password_env="XTW_SMTP_PASS"))
+        with pytest.raises(Exception, match="535"):
+            sink.send(make_alert())
+        assert server.mails == []
+
+
+def test_email_credentials_must_be_in_the_environment() -> None:
+    with pytest.raises(ValueError, match="XTW_UNSET_PASS is not set"):
+        EmailSink(EmailSinkConfig(host="h", from_address="a@b", to=["c@d"], username_env="HOME",
+                                  password_env="XTW_UNSET_PASS"))
+
+
+# -- command -------------------------------------------------------------------------------------
+def test_command_sink_gets_json_on_stdin_and_env(tmp_path: Path) -> None:
+    out, env_out = tmp_path / "alert.json", tmp_path / "env.txt"
+    script = 'cat > "$1"; printf "%s|%s|%s|%s" "$XTALWATCH_ALERT_KIND" "$XTALWATCH_ALERT_PLATE" ' \
+             '"$XTALWATCH_ALERT_WELL" "$XTALWATCH_ALERT_CLASS" > "$2"'
+    CommandSink(CommandSinkConfig(argv=["sh", "-c", script, "sh", str(out), str(env_out)])).send(make_alert())
+    data = json.loads(out.read_text())
+    assert data["text"].startswith("needles in plate PL1") and data["fields"]["well"] == "B3"
+    assert env_out.read_text() == "crystal_hit|PL1|B3|needles"
+
+
+def test_command_sink_failure_and_timeout_raise() -> None:
+    with pytest.raises(RuntimeError, match="exit status 3: no pager today"):
+        CommandSink(CommandSinkConfig(argv=["sh", "-c", "echo no pager today >&2; exit 3"])).send(make_alert())
+    with pytest.raises(RuntimeError, match="still running after 0.3 s"):
+        CommandSink(CommandSinkConfig(argv=["sleep", "5"], timeout_seconds=0.3)).send(make_alert())
