@@ -129,6 +129,17 @@ _MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 3: each well's current outcome, so that a restart neither forgets a hit nor announces it again.
+    """
+    CREATE TABLE well_outcomes (
+        well_id INTEGER PRIMARY KEY REFERENCES wells(id),
+        label TEXT,
+        confidence REAL,
+        image_id INTEGER REFERENCES images(id),
+        model_version TEXT,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

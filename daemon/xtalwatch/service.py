@@ -21,15 +21,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from xtalwatch import events as ev
 from xtalwatch import sdnotify
+from xtalwatch.alerts import AlertDispatcher
 from xtalwatch.catalogue import Catalogue
 from xtalwatch.classify_stage import ClassifyStage
 from xtalwatch.config import Settings
+from xtalwatch.hits import HealthChecks, HitTracker, raise_event
 from xtalwatch.identify import AdapterChain
 from xtalwatch.ingest import Ingestor
 from xtalwatch.metrics import Metrics
 from xtalwatch.plugins import PluginRegistry
 from xtalwatch.preprocess_pool import PreprocessPool, status_for
+from xtalwatch.retrain import RetrainOutcome, count_usable
+from xtalwatch.scheduler import RetrainScheduler, first_training_due
 from xtalwatch.watch import FolderWatcher, SettleTracker, scan_folder
 from xtalwatch.web import WebServer, build_app
 
@@ -54,6 +59,12 @@ class Service:
         self.ingestor: Ingestor | None = None
         self.preprocess: PreprocessPool | None = None
         self.classify: ClassifyStage | None = None
+        self.alerts: AlertDispatcher | None = None
+        self.hits: HitTracker | None = None
+        self.health: HealthChecks | None = None
+        self.scheduler: RetrainScheduler | None = None
+        self._next_health = 0.0
+        self._first_training_asked = False
         self.web: WebServer | None = None
         self.tracker = SettleTracker(settings.watch.settle_seconds)
         self.watcher: FolderWatcher | None = None
@@ -76,10 +87,18 @@ class Service:
         self.ingestor = Ingestor(settings, self.catalogue, chain, self.metrics)
         self.preprocess = PreprocessPool(settings, self.catalogue, self.metrics)
         self.ingestor.on_new_image.append(self.preprocess.submit)
-        self.classify = ClassifyStage(settings.state.dir, self.catalogue, self.metrics)
+        self.alerts = AlertDispatcher(settings.alerts, registry, self.metrics)
+        self.classify = ClassifyStage(settings.state.dir, self.catalogue, self.metrics,
+                                      uncertain_below=settings.classify.uncertain_below,
+                                      reclassify=settings.retrain.reclassify, recent_days=settings.retrain.recent_days)
+        self.hits = HitTracker(self.catalogue, self.metrics, self.alerts, settings.alerts.hit_min_confidence)
+        self.classify.on_predictions.append(self.hits.on_predictions)
+        self.health = HealthChecks(settings.state.dir, self.catalogue, self.metrics, self.alerts, settings.alerts)
         self.preprocess.on_done.append(self._preprocessed)
         self.classify.start()
         self.preprocess.resume()
+        self.scheduler = RetrainScheduler(settings, on_outcome=self._retrained)
+        self.scheduler.start()
         if settings.metrics.enabled:
             self.web = WebServer(build_app(self.metrics, self.status_summary), settings.metrics.host,
                                  settings.metrics.port)
@@ -147,6 +166,10 @@ class Service:
             self.preprocess.shutdown()
         if self.classify is not None:
             self.classify.stop()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(timeout=max(1.0, deadline - time.monotonic()))
+        if self.alerts is not None:
+            self.alerts.close(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
         if self.web is not None:
             self.web.stop()
         if self.catalogue is not None and not left:
@@ -162,6 +185,9 @@ class Service:
             self.rescan()
         if self.classify is not None and self.classify.refresh_model():
             self.classify.backfill()
+        if time.monotonic() >= self._next_health:
+            self._next_health = time.monotonic() + 30.0
+            self._periodic_checks()
         self.metrics.queue_depth.labels(stage="settle").set(len(self.tracker))
         self.metrics.queue_depth.labels(stage="ingest").set(self._queue.qsize())
         self.metrics.observe_disk(self.settings.state.dir)
@@ -192,6 +218,39 @@ class Service:
     def _preprocessed(self, image_id: int, result: Any, completed_at: float | None) -> None:
         if self.classify is not None and status_for(result) == "preprocessed":
             self.classify.submit(image_id, result.crop_path, completed_at)
+
+    def _periodic_checks(self) -> None:
+        """Imager stalled, disk low, and the first training once enough usable images are there."""
+        assert self.health is not None and self.scheduler is not None and self.classify is not None
+        try:
+            self.health.run()
+        except Exception:
+            log.exception("health checks failed")
+        if self.classify.version is None and not self._first_training_asked and not self.scheduler.running:
+            usable = count_usable(self.settings.state.dir)
+            if first_training_due(usable, self.settings.train.min_images):
+                log.info("%d usable images (train.min_images %d): starting the first training",
+                         usable, self.settings.train.min_images)
+                self._first_training_asked = self.scheduler.trigger_now()
+
+    def _retrained(self, outcome: RetrainOutcome) -> None:
+        """Count, record and announce a training run; a promoted model is hot-swapped by the next tick."""
+        assert self.catalogue is not None
+        self.metrics.training_runs.labels(outcome=outcome.status).inc()
+        if outcome.status in ("promoted", "rejected"):
+            self.metrics.training_last_success.set(outcome.started_at + outcome.seconds)
+            self.metrics.training_duration_seconds.observe(outcome.seconds)
+            if outcome.final_loss is not None:
+                self.metrics.training_last_loss.set(outcome.final_loss)
+        event = None
+        if outcome.status == "promoted" and outcome.version:
+            event = ev.model_promoted(outcome.version, outcome.candidate, previous=outcome.serving_version)
+        elif outcome.status == "rejected" and outcome.version:
+            event = ev.model_rejected(outcome.version, outcome.reason, outcome.candidate)
+        elif outcome.status == "failed":
+            event = ev.training_failed(outcome.reason, run=outcome.version)
+        if event is not None:
+            raise_event(event, self.catalogue, self.alerts)
 
     def _restore_gauges(self) -> None:
         """Gauges that alerts rely on start from the catalogue, so a restart does not read as 'never'."""
