@@ -200,7 +200,7 @@ class TrainConfig(Section):
     checkpoint_every_steps: int = Field(200, ge=1, description="Steps between atomic checkpoints.")
     seed: int = Field(0, description="Seed for initialisation, data order and augmentations.")
     min_images: int = Field(500, ge=1, description="Usable images needed before training starts.")
-    workers: int = Field(0, ge=0, description="Processes decoding images into the crop cache; 0 means one per core.")
+    workers: int = Field(0, ge=0, description="Threads decoding images into the crop cache (OpenCV releases the GIL); 0: one per core.")
     log_every_steps: int = Field(10, ge=1, description="Steps between progress-bar and log updates.")
 
     @model_validator(mode="after")
