@@ -24,6 +24,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from xtalwatch.preprocess.resize import shrink
+
 __all__ = ["Box", "Location", "WORK_SIDE", "centre_box", "locate", "grey", "locate_small", "working_copy"]
 
 WORK_SIDE = 256  # px; long side of the working copy. Drops are tens of px at this scale.
@@ -59,7 +61,7 @@ def working_copy(image: np.ndarray) -> tuple[np.ndarray, float]:
     h, w = image.shape[:2]
     scale = min(1.0, WORK_SIDE / max(h, w))
     if scale < 1.0:
-        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        small = shrink(image, (max(1, round(w * scale)), max(1, round(h * scale))), last="linear")
     else:
         small = image
     return small, scale

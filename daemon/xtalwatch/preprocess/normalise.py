@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from xtalwatch.preprocess.locate import Box
+from xtalwatch.preprocess.resize import shrink
 
 __all__ = ["crop_with_margin", "equalise", "letterbox", "normalise_crop", "to_channels"]
 
@@ -43,8 +44,10 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    if nw <= w and nh <= h:
+        resized = shrink(image, (nw, nh))
+    else:
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     fill = cv2.mean(resized)[: 1 if image.ndim == 2 else 3]
     top, left = (size - nh) // 2, (size - nw) // 2
     return cv2.copyMakeBorder(
