@@ -105,8 +105,35 @@ def _gradient(image: np.ndarray, sigma: float) -> np.ndarray:
 def _median_p99(values: np.ndarray) -> tuple[float, float]:
     # Every 3rd sample is plenty for two order statistics and cuts their cost by 3.
     sample = values[::3] if values.size > 3000 else values
-    median, p99 = np.percentile(sample, (50, 99))
+    # np.percentile's linear interpolation, from one partition around the four ranks it reads
+    # (np.percentile itself costs twice as much in argument handling at this size).
+    ranks = (sample.size - 1) * np.array([0.5, 0.99])
+    low = np.floor(ranks).astype(np.intp)
+    high = np.minimum(low + 1, sample.size - 1)
+    ordered = np.partition(sample, np.unique(np.concatenate([low, high])))
+    a, b = ordered[low].astype(np.float64), ordered[high].astype(np.float64)
+    median, p99 = a + (ranks - low) * (b - a)
     return float(median), float(p99)
+
+
+def _component_hull(labels: np.ndarray, label: int) -> np.ndarray:
+    """Convex hull of one labelled component, in working-copy pixels.
+
+    Taken from its outer contours rather than from all its pixels: the same hull (its corners
+    are boundary pixels) from a few hundred points instead of tens of thousands.
+    """
+    contours, _ = cv2.findContours((labels == label).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return cv2.convexHull(np.concatenate(contours))
+
+
+def _components(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Label count, labels (int32) and pixel count per label (label 0 is the background).
+
+    ``connectedComponentsWithStats`` spends 0.3 ms of its 0.4 ms on stats we do not read; the
+    labels are the same without them and the areas are one ``bincount``.
+    """
+    count, labels = cv2.connectedComponents(mask, connectivity=connectivity)
+    return count, labels, np.bincount(labels.ravel(), minlength=count)
 
 
 def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
@@ -125,14 +152,11 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     median, p99 = _median_p99(magnitude.ravel())
     barrier = magnitude > max(3.0 * median, 0.25 * p99)
     floor = (bright & ~barrier).astype(np.uint8) * 255
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(floor, connectivity=4)
+    count, labels, areas = _components(floor, 4)
     best_hull, best_area = None, 0.0
     centre = (w / 2.0, h / 2.0)
-    for label in range(1, count):
-        if stats[label, cv2.CC_STAT_AREA] < 0.02 * h * w:
-            continue
-        points = cv2.findNonZero((labels == label).astype(np.uint8))
-        hull = cv2.convexHull(points)
+    for label in 1 + np.flatnonzero(areas[1:] >= 0.02 * h * w):
+        hull = _component_hull(labels, label)
         area = cv2.contourArea(hull)
         # The well is the largest convex region around the frame centre that is not the whole frame;
         # a drop interior is enclosed by the floor's hull, so the floor wins.
@@ -144,15 +168,16 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     cv2.fillConvexPoly(mask, best_hull, 255)
     # A drop at the wall, ringed by its own rim, is a separate bright piece next to the floor:
     # take in pieces that touch the floor's hull but not the frame's border (the plate does).
+    # Per label, in bulk: pixels next to the hull, and pixels inside it.
     near = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+    touching = np.bincount(labels[near > 0], minlength=count)
+    inside = np.bincount(labels[mask > 0], minlength=count)
+    on_border = np.zeros(count, bool)
+    on_border[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    take = ~on_border & (areas >= 0.005 * h * w) & (touching > 0) & (inside < areas)
+    take[0] = False
     points = [best_hull.reshape(-1, 2)]
-    for label in range(1, count):
-        x, y, bw, bh, area = stats[label]
-        if area < 0.005 * h * w or x == 0 or y == 0 or x + bw == w or y + bh == h:
-            continue
-        piece = labels == label
-        if np.any(piece & (near > 0)) and not np.all(mask[piece] > 0):
-            points.append(cv2.findNonZero(piece.astype(np.uint8)).reshape(-1, 2))
+    points += [_component_hull(labels, label).reshape(-1, 2) for label in np.flatnonzero(take)]
     if len(points) > 1:
         hull = cv2.convexHull(np.concatenate(points))
         if cv2.contourArea(hull) <= 0.9 * h * w:
@@ -212,10 +237,10 @@ def _find_drop(small: np.ndarray, well: np.ndarray) -> tuple[np.ndarray | None, 
     floor_mask = cv2.bitwise_and(cv2.dilate(floor_mask, _GAP_KERNEL), cv2.bitwise_and(inside, cv2.bitwise_not(thin)))
     drop = cv2.bitwise_and(inside, cv2.bitwise_not(floor_mask))
     drop = cv2.morphologyEx(drop, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(drop, connectivity=8)
+    count, labels, areas = _components(drop, 8)
     if count <= 1:
         return None, "nothing but floor inside the well"
-    areas = stats[1:, cv2.CC_STAT_AREA]
+    areas = areas[1:]
     biggest = float(areas.max())
     keep = 1 + np.flatnonzero(areas >= 0.2 * biggest)
     drop = np.isin(labels, keep).astype(np.uint8) * 255
