@@ -149,3 +149,35 @@ def test_sync_catalogue_rebuilds_rows(tmp_path: Path) -> None:
     cat = Catalogue(tmp_path)
     assert reg.sync_catalogue(cat) == 1
     assert cat.query("SELECT status FROM models")[0]["status"] == "promoted"
+
+
+def test_models_command_lists_promotes_and_rolls_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xtalwatch.cli import main
+
+    reg = ModelRegistry(tmp_path, Catalogue(tmp_path))
+    assert main(["models", "--state", str(tmp_path), "list"]) == 0
+    assert "no models yet" in capsys.readouterr().out
+    reg.add(FileBundle(), version="20260101-020000-aaaaaa", created_at=1.0,
+            metrics={"gate": {"feature_std": 0.0123, "knn_accuracy": 0.8, "linear_accuracy": 0.75}, "n_images": 600})
+    reg.promote("20260101-020000-aaaaaa", "first model")
+    reg.add(FileBundle(), version="20260102-020000-bbbbbb", created_at=2.0, metrics={"gate": {"feature_std": 0.0}})
+    reg.reject("20260102-020000-bbbbbb", "collapsed: feature std 0.000000 < collapse_std_min 0.001")
+    reg.add(FileBundle(), version="20260103-020000-cccccc", created_at=3.0)
+
+    assert main(["models", "--state", str(tmp_path), "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["VERSION", "STATUS", "CREATED"]
+    assert out[1].split()[:3] == ["*", "20260101-020000-aaaaaa", "promoted"] and "0.800" in out[1] and "0.0123" in out[1]
+    assert "rejected" in out[2] and out[2].endswith("collapsed: feature std 0.000000 < collapse_std_min 0.001")
+
+    assert main(["models", "--state", str(tmp_path), "promote", "20260102-020000-bbbbbb"]) == 1
+    assert "was rejected" in capsys.readouterr().err and reg.current_version() == "20260101-020000-aaaaaa"
+    assert main(["models", "--state", str(tmp_path), "promote", "20260103-020000-cccccc"]) == 0
+    assert "20260103-020000-cccccc is now serving (was 20260101-020000-aaaaaa)" in capsys.readouterr().out
+    assert main(["models", "--state", str(tmp_path), "rollback"]) == 0
+    assert "20260101-020000-aaaaaa is serving again" in capsys.readouterr().out
+    assert main(["models", "--state", str(tmp_path), "promote", "nope"]) == 1
+    assert "no model 'nope'" in capsys.readouterr().err
+    assert main(["models", "--state", str(tmp_path), "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["current"] for m in listed] == [True, False, False] and listed[2]["status"] == "retired"

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "folder's checkpoint when there is one.")
     add_config_args(p, watch=False)
     p.add_argument("--images", type=Path, metavar="DIR", help="train on every image under DIR")
+    p.add_argument("--now", action="store_true",
+                   help="run the service's retraining now, in the foreground: the catalogue's usable images, "
+                        "warm start as configured, the promotion gate, the model registry (see docs/models.md)")
     p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: <state>/training/run-<time>)")
     p.add_argument("--cache", type=Path, metavar="DIR", help="crop cache folder (default: <state>/cache/crops)")
     p.add_argument("--preprocess", choices=["drop", "none"], default="drop",
@@ -54,10 +57,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **{key: getattr(args, attr) for attr, key in _OVERRIDES.items()})
+    if args.now:
+        if args.images is not None:
+            print("xtalwatch train: --now trains on the catalogue; it cannot be combined with --images", file=sys.stderr)
+            return 2
+        from xtalwatch.retrain import run_retrain
+
+        outcome = run_retrain(settings, now=True, progress=not args.no_progress)
+        print(outcome.summary())
+        if outcome.log_path:
+            print(f"log: {outcome.log_path}")
+        if args.json is not None:
+            args.json.write_text(json.dumps(outcome.to_dict(), indent=1))
+        return {"promoted": 0, "rejected": 0, "skipped": 1}.get(outcome.status, 1)
     if args.images is None:
-        print("xtalwatch train: training from the catalogue needs the service's state (catalogue and "
-              "preprocessed crops), which is not wired into this command yet. "
-              "Use --images DIR to train on a folder of images.", file=sys.stderr)
+        print("xtalwatch train: say what to train on: --now runs the service's retraining on the catalogue "
+              "in <state>, --images DIR trains on a folder of images.", file=sys.stderr)
         return 2
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and args.out is None:

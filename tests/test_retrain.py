@@ -1,0 +1,110 @@
+"""One retraining run in process, on a tiny real catalogue: refuse, promote, skip, reject, fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from retrain_helpers import CLASSES, make_state, tiny_settings
+from xtalwatch.bundle import ModelBundle
+from xtalwatch.catalogue import Catalogue
+from xtalwatch.registry import ModelRegistry
+from xtalwatch.retrain import _training_lock, count_usable, gather_usable, run_retrain
+
+
+def test_refuses_with_the_counts_below_min_images(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    make_state(state, 20)
+    assert count_usable(state) == 20  # the flagged and failed images do not count
+    outcome = run_retrain(tiny_settings(state, **{"train.min_images": 30}), now=True)
+    assert outcome.status == "skipped"
+    assert "only 20 usable images" in outcome.reason and "train.min_images is 30" in outcome.reason
+    assert ModelRegistry(state).list() == []
+
+
+def test_no_catalogue_counts_zero(tmp_path: Path) -> None:
+    assert count_usable(tmp_path) == 0
+
+
+def test_gather_takes_usable_images_and_the_latest_label(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ids = make_state(state, 9, labelled_per_class=1)
+    cat = Catalogue(state)
+    with cat.transaction() as conn:  # relabelled later by someone else: the newest label wins
+        conn.execute("INSERT INTO labels (image_id, label, labeller, created_at) VALUES (?, 'precipitate', 'b', 1e12)",
+                     (ids["usable"][0],))
+    cat.close()
+    usable = gather_usable(state)
+    assert usable.ids == ids["usable"] and not set(ids["bad"]) & set(usable.ids)
+    assert usable.labels[ids["usable"][0]] == "precipitate" and len(usable.labels) == 3
+
+
+def test_promote_then_skip_then_sabotaged_model_is_rejected(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    make_state(state, 45, labelled_per_class=8)
+    settings = tiny_settings(state)
+
+    # The first model: promoted, served from `current`, mirrored into the catalogue.
+    first = run_retrain(settings)
+    assert first.status == "promoted", first.reason
+    assert first.reason.startswith("first model") and first.n_images == 45 and first.n_labels == 24
+    assert first.candidate is not None and first.candidate["knn_accuracy"] is not None
+    registry = ModelRegistry(state)
+    assert registry.current_version() == first.version
+    bundle = ModelBundle.load(registry.root / "current")
+    assert sorted(bundle.classes) == sorted(CLASSES)
+    crops = np.stack([np.zeros((24, 24, 3), np.uint8), np.full((24, 24, 3), 200, np.uint8)])
+    assert bundle.predict_proba(crops).shape == (2, 3)
+    run_dir = state / "training" / first.version
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "promoted"
+    assert "gate says promote" in (run_dir / "retrain.log").read_text()
+    assert not (run_dir / "checkpoint.pt").exists()  # the bundle holds the encoder; no optimiser state left
+
+    # Nothing new since: a scheduled run does not train again.
+    again = run_retrain(settings)
+    assert again.status == "skipped" and "no new images or labels" in again.reason
+
+    # Sabotage: the trained encoder's weights zeroed, so every image maps to the same point.
+    def zero(encoder: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for p in encoder.parameters():
+                p.zero_()
+
+    bad = run_retrain(settings, now=True, after_training=zero)
+    assert bad.status == "rejected" and bad.reason.startswith("collapsed: feature std 0.000000")
+    assert bad.warm_start  # started from the serving encoder
+    assert registry.current_version() == first.version  # still serving the good model
+    assert registry.get(bad.version).status == "rejected" and "collapsed" in registry.get(bad.version).reason
+    rows = {r["version"]: r["status"] for r in Catalogue(state).query("SELECT version, status FROM models")}
+    assert rows == {first.version: "promoted", bad.version: "rejected"}
+
+
+def test_a_run_while_another_holds_the_lock_is_skipped(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    make_state(state, 31)
+    with _training_lock(state):
+        outcome = run_retrain(tiny_settings(state), now=True)
+    assert outcome.status == "skipped" and "another training run is in progress" in outcome.reason
+
+
+def test_a_failure_is_an_outcome_not_an_exception(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    make_state(state, 31)
+    crop = gather_usable(state).crop_paths[3]
+    Path(crop).write_bytes(b"not a png")
+    outcome = run_retrain(tiny_settings(state), now=True)
+    assert outcome.status == "failed" and "unreadable crop" in outcome.reason
+    assert json.loads((Path(outcome.log_path).parent / "result.json").read_text())["status"] == "failed"
+    assert ModelRegistry(state).list() == []
+
+
+def test_train_now_command_runs_the_job_and_reports(tmp_path: Path, capsys) -> None:
+    from xtalwatch.cli import main
+
+    state = tmp_path / "state"
+    make_state(state, 12)
+    assert main(["train", "--now", "--state", str(state), "--min-images", "30", "--no-progress"]) == 1
+    assert "skipped: only 12 usable images" in capsys.readouterr().out
+    assert main(["train", "--now", "--images", str(tmp_path), "--state", str(state)]) == 2
