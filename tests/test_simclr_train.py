@@ -123,12 +123,12 @@ def test_too_small_dataset_is_refused_with_counts(tmp_path: Path) -> None:
         train(TrainConfig(**TINY, max_steps=1), from_arrays(_arrays(5)), tmp_path, progress=False)
 
 
-def test_cli_refuses_small_folders_and_explains_catalogue_training(
+def test_cli_refuses_small_folders_and_says_what_to_train_on(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images = _folder(tmp_path / "few", 3)
     common = ["--state", str(tmp_path / "state"), "--device", "cpu", "--image-size", "16", "--preprocess", "none"]
     assert main(["train", "--images", str(images), "--min-images", "10", *common]) == 1
     assert "3 usable images, at least 10 needed" in capsys.readouterr().err
     assert main(["train", *common]) == 2
-    assert "catalogue needs the service's state" in capsys.readouterr().err
+    assert "--images DIR" in capsys.readouterr().err  # says what to train on
     assert main(["train", "--images", str(tmp_path / "absent"), *common]) == 2
