@@ -379,6 +379,41 @@ class RetrainConfig(Section):
         return value
 
 
+_MARCO_CLASSES = ["clear", "precipitate", "crystals", "other"]
+_CRYSTAL_HABITS = ["needles:crystals", "plates:crystals", "prisms:crystals", "microcrystals:crystals"]
+
+
+class ClassifyConfig(Section):
+    """Classes, heads and the confidence threshold (``xtalwatch classify``, ``labels``, ``evaluate``)."""
+
+    classes: list[str] = Field(
+        default_factory=lambda: list(_MARCO_CLASSES),
+        description="Outcome classes, in model order (MARCO's by default); labels outside it are errors.")
+    subclasses: list[str] = Field(
+        default_factory=lambda: list(_CRYSTAL_HABITS),
+        description="Finer labels as 'fine:class' (crystal habits -> crystals); labels keep the fine name.")
+    knn_k: int = Field(20, ge=1, description="Neighbours that vote in the kNN head (count).")
+    knn_temperature: float = Field(0.07, gt=0, description="kNN vote weight exp(cosine / T); T dimensionless.")
+    uncertain_below: float = Field(
+        0.6, ge=0, le=1, description="Calibrated top-class probability below which an image is flagged 'uncertain'.")
+    head: Literal["linear", "knn"] = Field("linear", description="Head the serving model uses on encoder features.")
+
+    @property
+    def subclass_of(self) -> dict[str, str]:
+        """``subclasses`` as a mapping, fine label -> class."""
+        return dict(item.split(":", 1) for item in self.subclasses)
+
+    @model_validator(mode="after")
+    def _subclasses_map_into_classes(self) -> ClassifyConfig:
+        if len(set(self.classes)) != len(self.classes) or not self.classes:
+            raise ValueError("classes must be a non-empty list without duplicates")
+        bad = [s for s in self.subclasses if s.count(":") != 1 or s.split(":")[1] not in self.classes
+               or s.split(":")[0] in self.classes]
+        if bad:
+            raise ValueError(f"subclasses must be 'fine:class' with class one of {self.classes}, got {bad}")
+        return self
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Values read from the YAML file; ranked below the environment and the command line."""
 
@@ -410,6 +445,7 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
