@@ -159,7 +159,10 @@ class RetrainScheduler:
         folder.mkdir(parents=True, exist_ok=True)
         token = f"{os.getpid()}-{self.children_started}"
         settings_file, result_file = folder / f".settings-{token}.json", folder / f".result-{token}.json"
-        settings_file.write_text(self.settings.model_dump_json(), encoding="utf-8")
+        # Owner-only: the settings may hold alert-sink credentials.
+        fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(self.settings.model_dump_json())
         cmd = [sys.executable, "-m", "xtalwatch.retrain", "--settings-json", str(settings_file),
                "--result", str(result_file), "--nice", str(self.settings.retrain.nice)]
         started = datetime.now().timestamp()
