@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "folder's catalogue, exactly as the service would, then exit.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     add_config_args(parser, watch=False)
+    parser.add_argument("--no-preprocess", action="store_true",
+                        help="only catalogue; leave preprocessing to the service")
     parser.add_argument("--root", type=Path, metavar="DIR",
                         help="folder that adapters see paths relative to (default: watch.dir, else each PATH folder)")
     parser.set_defaults(func=run)
@@ -27,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from xtalwatch.ingest import Ingestor
     from xtalwatch.metrics import Metrics
     from xtalwatch.plugins import PluginRegistry
+    from xtalwatch.preprocess_pool import PreprocessPool
     from xtalwatch.watch import scan_folder
 
     settings = settings_from_args(args)
@@ -34,18 +38,29 @@ def run(args: argparse.Namespace) -> int:
     chain = AdapterChain.from_config(settings.adapters, PluginRegistry.discover(settings.plugins.dirs))
     outcomes: Counter[str] = Counter()
     missing = 0
+    metrics = Metrics()
+    pool = None if args.no_preprocess else PreprocessPool(settings, catalogue, metrics)
     try:
+        if pool is not None:
+            pool.resume()
         for target in args.paths:
             if not target.exists() and not target.is_symlink():
                 print(f"xtalwatch ingest: {target}: no such file or folder", file=sys.stderr)
                 missing += 1
                 continue
             root = args.root or settings.watch.dir or (target if target.is_dir() else target.parent)
-            ingestor = Ingestor(settings, catalogue, chain, Metrics(), root=root.resolve())
+            ingestor = Ingestor(settings, catalogue, chain, metrics, root=root.resolve())
+            if pool is not None:
+                ingestor.on_new_image.append(pool.submit)
             files = scan_folder(target, settings.watch.ignore_globs) if target.is_dir() else [target]
             for path in files:
                 outcomes[ingestor.ingest(path.absolute()).outcome] += 1
+        if pool is not None:
+            while not pool.idle():
+                time.sleep(0.05)
     finally:
+        if pool is not None:
+            pool.shutdown()
         catalogue.close()
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing found"
     print(f"ingested into {settings.state.dir}: {summary}")
