@@ -136,6 +136,13 @@ def _components(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, n
     return count, labels, np.bincount(labels.ravel(), minlength=count)
 
 
+def _select(labels: np.ndarray, count: int, chosen: object) -> np.ndarray:
+    """uint8 0/255 mask of the pixels whose label is in ``chosen``: one table lookup, not ``np.isin``."""
+    table = np.zeros(count, np.uint8)
+    table[chosen] = 255
+    return table[labels]
+
+
 def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     """Return the well mask (uint8 0/255, working scale) and its shape."""
     h, w = grey.shape
@@ -144,14 +151,17 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     otsu, _ = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     # Below Otsu, towards the dark class: a drop darker than the well floor stays inside the well,
     # while the black wall ring around it stays out.
-    dark_mean = float(blur[blur <= otsu].mean()) if np.any(blur <= otsu) else 0.0
-    bright = blur > 0.5 * (otsu + dark_mean)
+    # (The dark class's mean from the histogram: the same number as a masked mean, a fifth of the cost.)
+    counts = cv2.calcHist([blur], [0], None, [256], [0, 256]).ravel()[: int(otsu) + 1]
+    dark_mean = float(counts @ np.arange(counts.size)) / counts.sum() if counts.any() else 0.0
+    # uint8 vs float threshold: OpenCV compares with floor(thr), which for integer pixels is ``> thr``.
+    _, bright = cv2.threshold(blur, 0.5 * (otsu + dark_mean), 255, cv2.THRESH_BINARY)
     # Strong edges are barriers too: a thin dark wall outline, blurred at this scale, no longer
     # lets the well floor leak into the light plastic of the plate around it.
     magnitude = _gradient(grey, 1.5)
     median, p99 = _median_p99(magnitude.ravel())
-    barrier = magnitude > max(3.0 * median, 0.25 * p99)
-    floor = (bright & ~barrier).astype(np.uint8) * 255
+    barrier = cv2.compare(magnitude, max(3.0 * median, 0.25 * p99), cv2.CMP_GT)
+    floor = cv2.bitwise_and(bright, cv2.bitwise_not(barrier))
     count, labels, areas = _components(floor, 4)
     best_hull, best_area = None, 0.0
     centre = (w / 2.0, h / 2.0)
@@ -169,13 +179,15 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     # A drop at the wall, ringed by its own rim, is a separate bright piece next to the floor:
     # take in pieces that touch the floor's hull but not the frame's border (the plate does).
     # Per label, in bulk: pixels next to the hull, and pixels inside it.
-    near = cv2.dilate(mask, np.ones((5, 5), np.uint8))
-    touching = np.bincount(labels[near > 0], minlength=count)
-    inside = np.bincount(labels[mask > 0], minlength=count)
     on_border = np.zeros(count, bool)
     on_border[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
-    take = ~on_border & (areas >= 0.005 * h * w) & (touching > 0) & (inside < areas)
+    take = ~on_border & (areas >= 0.005 * h * w)
     take[0] = False
+    if take.any():  # usually not: skip the two per-label counts
+        near = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+        touching = np.bincount(labels[near > 0], minlength=count)
+        inside = np.bincount(labels[mask > 0], minlength=count)
+        take &= (touching > 0) & (inside < areas)
     points = [best_hull.reshape(-1, 2)]
     points += [_component_hull(labels, label).reshape(-1, 2) for label in np.flatnonzero(take)]
     if len(points) > 1:
@@ -233,7 +245,7 @@ def _find_drop(small: np.ndarray, well: np.ndarray) -> tuple[np.ndarray | None, 
             colour = np.array(cv2.mean(small, mask=(labels == label).astype(np.uint8))[:3])
             if float(np.abs(colour - floor_colour).max()) < _SAME_FLOOR:
                 floor_labels.append(int(label))
-    floor_mask = np.isin(labels, floor_labels).astype(np.uint8) * 255
+    floor_mask = _select(labels, count, floor_labels)
     floor_mask = cv2.bitwise_and(cv2.dilate(floor_mask, _GAP_KERNEL), cv2.bitwise_and(inside, cv2.bitwise_not(thin)))
     drop = cv2.bitwise_and(inside, cv2.bitwise_not(floor_mask))
     drop = cv2.morphologyEx(drop, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
@@ -243,7 +255,7 @@ def _find_drop(small: np.ndarray, well: np.ndarray) -> tuple[np.ndarray | None, 
     areas = areas[1:]
     biggest = float(areas.max())
     keep = 1 + np.flatnonzero(areas >= 0.2 * biggest)
-    drop = np.isin(labels, keep).astype(np.uint8) * 255
+    drop = _select(labels, count, keep)
     area = cv2.countNonZero(drop)
     # Thresholded gradients reach past the true rim by about the blur width: take that back.
     drop = cv2.erode(drop, _RIM_KERNEL)
@@ -252,7 +264,8 @@ def _find_drop(small: np.ndarray, well: np.ndarray) -> tuple[np.ndarray | None, 
     band = cv2.subtract(well, inside)
     reach = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * shrink + 3, 2 * shrink + 3))
     touching = cv2.bitwise_and(drop, cv2.subtract(inside, cv2.erode(inside, _RIM_KERNEL)))
-    drop = cv2.bitwise_or(drop, cv2.bitwise_and(cv2.dilate(touching, reach), band))
+    if cv2.countNonZero(touching):
+        drop = cv2.bitwise_or(drop, cv2.bitwise_and(cv2.dilate(touching, reach), band))
     if area < _MIN_DROP_FRACTION * inside_area:
         return None, f"drop candidate too small ({area / inside_area:.1%} of the well)"
     if area > _MAX_DROP_FRACTION * inside_area:
