@@ -334,6 +334,9 @@ class RetrainConfig(Section):
     """Scheduled retraining in a child process, the promotion gate and the model registry."""
 
     enabled: bool = Field(True, description="Retrain on the schedule below; false: only `xtalwatch train --now`.")
+    auto_first_training: bool = Field(
+        True, description="Start the first training as soon as train.min_images usable images exist; "
+                          "false: wait for the schedule or `xtalwatch train --now`.")
     schedule: str = Field(
         "0 2 * * *", description="Cron line (minute hour day month weekday), in the host's local time zone; nightly 02:00."
     )

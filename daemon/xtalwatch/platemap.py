@@ -93,19 +93,21 @@ def plate_map_png(outcomes: dict[str, tuple[str, float]], path: Path, title: str
 
 
 def well_outcomes(conn: sqlite3.Connection, plate: str) -> dict[str, tuple[str, float]]:
-    """The latest stored outcome per well of ``plate`` (from ``well_outcomes`` events, else the latest prediction)."""
+    """Each well's current outcome (the per-well rule's, kept by the service); wells with only
+    quality-flagged frames show as ``flagged``, wells with no reliable call yet as ``uncertain``."""
     rows = conn.execute(
-        """SELECT w.name AS well, r.label AS label, r.confidence AS confidence, i.inspection AS inspection,
-                  COALESCE(pp.flags, '') AS flags
-           FROM images i JOIN plates p ON p.id = i.plate_id JOIN wells w ON w.id = i.well_id
-           LEFT JOIN preprocess pp ON pp.image_id = i.id
-           LEFT JOIN predictions r ON r.image_id = i.id
-                AND r.created_at = (SELECT MAX(created_at) FROM predictions WHERE image_id = i.id)
-           WHERE p.barcode = ? ORDER BY w.name, i.inspection, i.id""", (plate,)).fetchall()
+        """SELECT w.name AS well, o.label AS label, o.confidence AS confidence,
+                  SUM(i.status = 'flagged') AS flagged, COUNT(i.id) AS images
+           FROM wells w JOIN plates p ON p.id = w.plate_id
+           LEFT JOIN well_outcomes o ON o.well_id = w.id
+           LEFT JOIN images i ON i.well_id = w.id
+           WHERE p.barcode = ? GROUP BY w.id""", (plate,)).fetchall()
     out: dict[str, tuple[str, float]] = {}
-    for row in rows:  # later inspections overwrite earlier ones
+    for row in rows:
         if row["label"] is not None:
-            out[row["well"]] = (row["label"], float(row["confidence"]))
-        elif row["flags"] and row["well"] not in out:
+            out[row["well"]] = (row["label"], float(row["confidence"] or 0.0))
+        elif row["images"] and row["flagged"] == row["images"]:
             out[row["well"]] = ("flagged", 1.0)
+        elif row["images"]:
+            out[row["well"]] = ("uncertain", 0.5)
     return out

@@ -226,7 +226,8 @@ class Service:
             self.health.run()
         except Exception:
             log.exception("health checks failed")
-        if self.classify.version is None and not self._first_training_asked and not self.scheduler.running:
+        if (self.classify.version is None and self.settings.retrain.auto_first_training
+                and not self._first_training_asked and not self.scheduler.running):
             usable = count_usable(self.settings.state.dir)
             if first_training_due(usable, self.settings.train.min_images):
                 log.info("%d usable images (train.min_images %d): starting the first training",

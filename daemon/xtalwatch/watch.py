@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,10 @@ from xtalwatch.config import WatchConfig
 __all__ = ["SettleTracker", "FolderWatcher", "scan_folder", "is_ignored"]
 
 log = logging.getLogger(__name__)
+
+# watchdog 7's inotify thread warns, with a page-long repr, whenever a burst of new folders is
+# re-registered; it is harmless and would flood the journal.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
 # After close-after-write, wait this long for further writes before taking the file: some
 # instruments close and reopen a file while writing it.
