@@ -241,3 +241,44 @@ def test_every_real_image_yields_a_crop_and_a_drop_box_inside_the_frame(tmp_path
         assert 0 <= x and 0 <= y and w > 0 and h > 0, path
         assert x + w <= result.width and y + h <= result.height, path
         assert cv2.imread(result.crop_path).shape == (96, 96, 3)
+
+
+# ---------------------------------------------------------------- speed work kept honest (issue 3)
+
+
+@pytest.mark.parametrize("shape", [(960, 1280, 3), (1014, 1266), (601, 703, 3)])
+@pytest.mark.parametrize("last", ["area", "linear"])
+def test_shrink_is_close_to_one_area_resize(shape: tuple[int, ...], last: str) -> None:
+    from xtalwatch.preprocess.resize import shrink
+
+    frame, _ = make_frame(size=shape[:2])
+    image = frame if len(shape) == 3 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    size = (96, round(96 * shape[0] / shape[1]))
+    fast = shrink(image, size, last=last)
+    exact = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    assert fast.shape == exact.shape and fast.dtype == np.uint8
+    assert np.abs(fast.astype(int) - exact).mean() < 2.0
+    with pytest.raises(ValueError):
+        shrink(image, (shape[1] + 1, 10))
+
+
+def test_power_of_two_shrink_is_an_area_resize_up_to_rounding() -> None:
+    from xtalwatch.preprocess.resize import shrink
+
+    image = np.random.default_rng(0).integers(0, 256, (512, 768, 3), dtype=np.uint8)
+    for last in ("area", "linear"):  # halvings round once per level: at most one grey level off
+        fast = shrink(image, (96, 64), last=last).astype(int)
+        assert np.abs(fast - cv2.resize(image, (96, 64), interpolation=cv2.INTER_AREA)).max() <= 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(well="round"), dict(well="rect", drop_centre=(0.3, 0.45)), dict(well="round", drop_centre=(0.62, 0.3), drop_radius=0.2, seed=3)])
+def test_drop_search_in_the_well_box_equals_the_search_over_the_whole_copy(kwargs: dict) -> None:
+    import importlib
+
+    loc = importlib.import_module("xtalwatch.preprocess.locate")
+    small, _ = loc.working_copy(make_frame(**kwargs)[0])
+    well, _ = loc._find_well(loc.grey(small))
+    shrink = max(3, round(0.02 * max(well.shape)))
+    fast, _ = loc._find_drop(small, well)
+    whole, _ = loc._find_drop_in(small, well, shrink)
+    assert fast is not None and np.array_equal(fast, whole)
