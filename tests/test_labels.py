@@ -10,7 +10,7 @@ import pytest
 from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import ClassifyConfig
 from xtalwatch.identity import ImageIdentity
-from xtalwatch.labels import import_labels
+from xtalwatch.labels import import_labels, latest_labels
 from xtalwatch.probe import probe_bytes
 
 
@@ -43,6 +43,7 @@ def test_csv_import_by_path_and_id_with_header_and_subclass(tmp_path: Path) -> N
         assert result.errors == [] and result.added == 3
         rows = {(r[0], r[1], r[2]) for r in cat.query("SELECT image_id, label, labeller FROM labels")}
         assert rows == {(1, "clear", "ann"), (2, "needles", "ann"), (3, "precipitate", "bob")}
+        assert latest_labels(cat) == {1: "clear", 2: "needles", 3: "precipitate"}
         again = import_labels(cat, csv, ClassifyConfig(), labeller="bob")
         assert again.added == 0 and again.unchanged == 3
     finally:

@@ -19,7 +19,7 @@ from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import IMAGE_EXTENSIONS, ClassifyConfig
 
 __all__ = ["LabelRow", "LabelError", "ImportResult", "parse_csv", "rows_from_imagefolder", "check_rows", "apply",
-           "import_labels"]
+           "import_labels", "latest_labels"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +173,9 @@ def import_labels(cat: Catalogue, source: Path, cfg: ClassifyConfig, *, labeller
     if errors:
         return ImportResult(errors=sorted(errors, key=lambda e: e.line))
     return apply(cat, good)
+
+
+def latest_labels(cat: Catalogue) -> dict[int, str]:
+    """image id → its most recent label (any labeller), as stored (fine names kept; see ``map_labels``)."""
+    rows = cat.query("SELECT image_id, label FROM labels ORDER BY created_at, id")
+    return {int(r[0]): str(r[1]) for r in rows}
