@@ -2,8 +2,9 @@
 
 One module per stage: ``decode`` (bytes → pixels, bombs refused unread), ``locate`` (well and
 drop), ``normalise`` (crop, channels, CLAHE, letterbox), ``quality`` (metrics and flags),
-``cache`` (derived files by content hash), ``overlay`` (the debug picture) and ``pipeline``
-(the two entry points). See docs/preprocessing.md.
+``cache`` (derived files by content hash), ``overlay`` (the debug picture), ``resize`` (fast
+area-like shrinking for the working copy and the model crop) and ``pipeline`` (the two entry
+points). See docs/preprocessing.md.
 """
 
 from __future__ import annotations
