@@ -355,7 +355,7 @@ def _known_labels(usable: UsableImages, settings: Settings) -> tuple[list[int], 
         label = usable.labels.get(image_id)
         if label is None:
             continue
-        label = cfg.subclasses.get(label, label)
+        label = cfg.subclass_of.get(label, label)
         if label not in cfg.classes:
             unknown.add(label)
             continue
