@@ -81,6 +81,7 @@ class ClassifyStage:
         self._backlog_checked_version: str | None = None
         self.on_predictions: list[Callable[[list[Prediction]], None]] = []
         self.on_swap: list[Callable[[str | None, str], None]] = []
+        self.on_features: list[Callable[[Any, np.ndarray], None]] = []
 
     # -- the serving model --------------------------------------------------------------
     @property
@@ -221,7 +222,8 @@ class ClassifyStage:
         if not kept:
             return
         start = time.perf_counter()
-        probs = bundle.predict_proba(np.stack(crops))
+        features = bundle.embed(np.stack(crops))
+        probs = _softmax(bundle.logits(features), bundle.temperature)
         self.metrics.classify_seconds.observe(time.perf_counter() - start)
         now = time.time()
         predictions = []
@@ -243,6 +245,16 @@ class ClassifyStage:
                 self.metrics.result_latency_seconds.observe(now - item.completed_at)
         for callback in self.on_predictions:
             callback(predictions)
+        fresh = [i for i, item in enumerate(kept) if not item.background]
+        if fresh:
+            for feature_callback in self.on_features:
+                feature_callback(bundle, features[fresh])
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    from xtalwatch.heads.calibrate import softmax
+
+    return softmax(logits, temperature)
 
 
 def _read_crop(path: str, channels: int) -> np.ndarray | None:

@@ -16,6 +16,9 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from xtalwatch import detectors
 from xtalwatch import events as ev
@@ -26,7 +29,7 @@ from xtalwatch.config import AlertsConfig
 from xtalwatch.metrics import Metrics
 from xtalwatch.outcome import Outcome, calls_for_well, transition, well_outcome
 
-__all__ = ["HitTracker", "HealthChecks", "raise_event"]
+__all__ = ["DriftMonitor", "HitTracker", "HealthChecks", "raise_event"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,39 @@ class HitTracker:
                 raise_event(event, self.catalogue, self.alerts)
                 hits.append(event)
         return hits
+
+
+class DriftMonitor:
+    """Compares the newest images' features with the serving model's training images; alarms once per episode."""
+
+    def __init__(self, catalogue: Catalogue, alerts: AlertDispatcher | None, config: AlertsConfig):
+        self.catalogue = catalogue
+        self.alerts = alerts
+        self.config = config
+        self._window: list[np.ndarray] = []
+        self._version: str | None = None
+        self._drifting = False
+
+    def on_features(self, bundle: Any, features: np.ndarray) -> ev.Event | None:
+        train_mean = bundle.metrics.get("feature_mean") if isinstance(bundle.metrics, dict) else None
+        if train_mean is None:
+            return None  # a model trained before drift was measured: nothing to compare with
+        if bundle.version != self._version:
+            self._window, self._version, self._drifting = [], bundle.version, False
+        self._window.extend(features)
+        self._window = self._window[-self.config.drift_window_images:]
+        if len(self._window) < self.config.drift_window_images:
+            return None
+        distance = detectors.drift_distance(np.asarray(train_mean, np.float32), np.stack(self._window))
+        drifting = distance > self.config.drift_threshold
+        event = None
+        if drifting and not self._drifting:
+            event = ev.drift(round(distance, 4), self.config.drift_threshold, len(self._window),
+                             model_version=bundle.version)
+            log.warning("%s", alert_for(event).text)
+            raise_event(event, self.catalogue, self.alerts)
+        self._drifting = drifting
+        return event
 
 
 class HealthChecks:

@@ -313,6 +313,8 @@ def _run_locked(settings: Settings, now: bool, progress: bool, outcome: RetrainO
 
         # -- gate -------------------------------------------------------------------------------
         cand_metrics = _metrics(candidate, sample, labelled, label_list, mask, rcfg.knn_k)
+        # The direction of the training images' mean feature: the service's drift alarm compares new images with it.
+        candidate.metrics["feature_mean"] = [round(float(v), 6) for v in _unit_mean(candidate.embed(sample))]
         serv_metrics = _metrics(serving, sample, labelled, label_list, mask, rcfg.knn_k) if serving else None
         outcome.candidate = cand_metrics.to_dict()
         outcome.serving = serv_metrics.to_dict() if serv_metrics else None
@@ -374,6 +376,11 @@ def _load_serving(bundle_cls: Any, record: Any) -> Any:
     except Exception as exc:  # an unreadable serving model should not stop a better one from replacing it
         log.warning("retrain: cannot load the serving model %s (%s); gating without it", record.version, exc)
         return None
+
+
+def _unit_mean(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).mean(axis=0)
 
 
 def _metrics(bundle: Any, sample: np.ndarray, labelled: np.ndarray | None, labels: list[str],

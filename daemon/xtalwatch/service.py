@@ -27,7 +27,7 @@ from xtalwatch.alerts import AlertDispatcher
 from xtalwatch.catalogue import Catalogue
 from xtalwatch.classify_stage import ClassifyStage
 from xtalwatch.config import Settings
-from xtalwatch.hits import HealthChecks, HitTracker, raise_event
+from xtalwatch.hits import DriftMonitor, HealthChecks, HitTracker, raise_event
 from xtalwatch.identify import AdapterChain
 from xtalwatch.ingest import Ingestor
 from xtalwatch.metrics import Metrics
@@ -93,6 +93,8 @@ class Service:
                                       reclassify=settings.retrain.reclassify, recent_days=settings.retrain.recent_days)
         self.hits = HitTracker(self.catalogue, self.metrics, self.alerts, settings.alerts.hit_min_confidence)
         self.classify.on_predictions.append(self.hits.on_predictions)
+        self.drift = DriftMonitor(self.catalogue, self.alerts, settings.alerts)
+        self.classify.on_features.append(self.drift.on_features)
         self.health = HealthChecks(settings.state.dir, self.catalogue, self.metrics, self.alerts, settings.alerts)
         self.preprocess.on_done.append(self._preprocessed)
         self.classify.start()
