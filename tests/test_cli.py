@@ -47,8 +47,10 @@ def test_status_json_of_a_stopped_service(tmp_path: Path) -> None:
     assert status["plates"] == ["P1"]
     assert status["wells_total"] == 2
     assert status["newest_images"][0]["inspection"] == 2
+    assert status["model"] is None and status["model_status"] == "no model yet"
     text = xtalwatch("status", "--state", str(state)).stdout
     assert "images: 2 in 1 plates, 2 wells" in text and "broken.jpg: empty_file" in text
+    assert "model: no model yet" in text
 
 
 def test_status_without_state_says_so(tmp_path: Path) -> None:

@@ -33,8 +33,21 @@ def collect_status(state_dir: Path, newest: int = 10, errors: int = 10) -> dict[
         error_rows = conn.execute(
             "SELECT path, reason, detail, last_seen, attempts FROM rejected ORDER BY last_seen DESC LIMIT ?",
             (errors,)).fetchall()
+        current = state_dir / "models" / "current"
+        model = current.resolve().name if current.exists() else None
+        hits = one("SELECT COUNT(*) FROM events WHERE kind = 'crystal_hit'")
+        by_class = {r["label"]: r["n"] for r in conn.execute(
+            "SELECT label, COUNT(*) AS n FROM well_outcomes WHERE label IS NOT NULL GROUP BY label ORDER BY n DESC")}
+        events = [dict(r) for r in conn.execute(
+            "SELECT kind, created_at, payload FROM events ORDER BY id DESC LIMIT ?", (errors,))]
         return {
             "state_dir": str(state_dir),
+            "model": model,
+            "model_status": f"serving {model}" if model else "no model yet",
+            "predictions_total": one("SELECT COUNT(*) FROM predictions"),
+            "hits_total": hits,
+            "wells_by_outcome": by_class,
+            "recent_events": events,
             "schema_version": one("PRAGMA user_version"),
             "images_total": one("SELECT COUNT(*) FROM images"),
             "files_total": one("SELECT COUNT(*) FROM files"),

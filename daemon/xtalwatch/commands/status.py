@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"state: {status['state_dir']}")
     print(f"images: {status['images_total']} in {len(status['plates'])} plates, {status['wells_total']} wells "
           f"({status['unassigned_total']} unassigned); files: {status['files_total']}")
+    print(f"model: {status['model_status']}; predictions: {status['predictions_total']}; "
+          f"crystal hits: {status['hits_total']}")
+    if status["wells_by_outcome"]:
+        print("wells by outcome: " + ", ".join(f"{k} {v}" for k, v in status["wells_by_outcome"].items()))
     print(f"rejected: {status['rejected_total']}"
           + "".join(f"\n  {reason}: {n}" for reason, n in status["rejected_by_reason"].items()))
     if status["images_by_status"]:
@@ -47,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
             when = datetime.fromtimestamp(img["catalogued_at"]).strftime("%Y-%m-%d %H:%M:%S")
             print(f"  {when}  {img['plate']} {img['well'] or '-'} d{img['drop'] or '-'} "
                   f"i{img['inspection'] or '-'}  v{img['version']}  {img['path']}")
+    if status["recent_events"]:
+        print("recent events:")
+        for event in status["recent_events"]:
+            when = datetime.fromtimestamp(event["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"  {when}  {event['kind']}  {event['payload']}")
     if status["recent_errors"]:
         print("recent errors:")
         for err in status["recent_errors"]:
