@@ -1,0 +1,262 @@
+"""The closed loop end to end on the synthetic imager, with a tiny encoder.
+
+A first model is trained once per module through the real retraining job (real SimCLR steps,
+real bundle, real registry); each test then runs the real service on real folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningService, wait_for
+from xtalwatch.catalogue import Catalogue
+from xtalwatch.config import Settings, load_settings
+from xtalwatch.labels import import_labels
+from xtalwatch.outcome import CRYSTAL_CLASSES
+from xtalwatch.retrain import run_retrain
+from xtalwatch.synth import generate_plates
+
+pytestmark = pytest.mark.slow
+
+FRAME = (240, 180)
+TINY: dict[str, Any] = {
+    "watch.settle_seconds": 0.3, "metrics.port": 0, "preprocess.image_size": 24,
+    "train.image_size": 16, "train.small_stem": False, "train.batch_size": 16, "train.max_steps": 3,
+    "train.min_images": 10, "train.device": "cpu", "train.checkpoint_every_steps": 100, "train.workers": 1,
+    "retrain.knn_k": 3, "retrain.gate_margin": 1.0, "retrain.holdout_fraction": 0.25,
+    "retrain.auto_first_training": False, "retrain.enabled": False, "retrain.reclassify": "all",
+    "alerts.hit_min_confidence": 0.0, "classify.uncertain_below": 0.0, "logging.level": "INFO",
+    # The synthetic imager's failed frames are "dark": MARCO's "other".
+    "classify.subclasses": ["needles:crystals", "plates:crystals", "prisms:crystals", "microcrystals:crystals",
+                            "dark:other"],
+}
+
+
+def tiny_settings(watch: Path | None, state: Path, **overrides: Any) -> Settings:
+    return load_settings(None, {**TINY, "watch.dir": watch, "state.dir": state, **overrides})
+
+
+def synth(folder: Path, seed: int, plates: int = 1, wells: int = 24, inspections: int = 2) -> list[Path]:
+    rows = generate_plates(folder, plates=plates, layout="export", wells=wells, drops=1, inspections=inspections,
+                           size=FRAME, seed=seed, balance="clear=1,needles=1,precipitate=0.5,plates=0.5,dark=0.01",
+                           labels=folder.parent / f"{folder.name}_labels.csv", workers=1)
+    return [folder / r.path for r in rows]
+
+
+def env_for(settings_overrides: dict[str, Any]) -> dict[str, str]:
+    """The same overrides as XTALWATCH_* variables, for a service run as a real process."""
+    env = dict(os.environ)
+    for key, value in settings_overrides.items():
+        as_json = isinstance(value, bool | list | dict)
+        env["XTALWATCH_" + key.upper().replace(".", "__")] = json.dumps(value) if as_json else str(value)
+    return env
+
+
+@pytest.fixture(scope="module")
+def first_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state folder whose registry serves a model trained on labelled synthetic drops."""
+    root = tmp_path_factory.mktemp("first-model")
+    imager, state = root / "imager", root / "state"
+    synth(imager, seed=11)
+    proc = subprocess.run([sys.executable, "-m", "xtalwatch", "ingest", str(imager), "--state", str(state)],
+                          env=env_for(TINY), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    settings = tiny_settings(imager, state)
+    catalogue = Catalogue(state)
+    try:
+        labelled = root / "labelled.csv"
+        lines = ["path,class,labeller"] + [f"{imager / row.split(',')[0]},{row.split(',')[1]},test"
+                                           for row in (root / "imager_labels.csv").read_text().splitlines()[1:]]
+        labelled.write_text("\n".join(lines) + "\n")
+        result = import_labels(catalogue, labelled, settings.classify, labeller="test")
+        assert not result.errors, result.errors[:3]
+    finally:
+        catalogue.close()
+    outcome = run_retrain(settings, now=True)
+    assert outcome.status == "promoted", outcome.summary()
+    return state
+
+
+def fresh_state_with_model(first_model: Path, state: Path) -> str:
+    """A new state folder holding only the registry of ``first_model``; returns the serving version."""
+    shutil.copytree(first_model / "models", state / "models", symlinks=True)
+    return os.readlink(state / "models" / "current").rstrip("/").rsplit("/", 1)[-1]
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_files_in_results_and_hits_out_with_a_failing_sink(first_model: Path, tmp_path: Path) -> None:
+    watch, state = tmp_path / "imager", tmp_path / "state"
+    watch.mkdir()
+    version = fresh_state_with_model(first_model, state)
+    _Recorder.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sinks = [{"type": "log"},
+             {"type": "webhook", "name": "lab-chat", "url": f"http://127.0.0.1:{server.server_port}/hook"},
+             {"type": "webhook", "name": "broken", "url": "http://127.0.0.1:9/nothing-listens-here",
+              "timeout_seconds": 1}]
+    settings = tiny_settings(watch, state, **{"alerts.sinks": sinks, "alerts.retry_attempts": 2,
+                                              "alerts.retry_initial_seconds": 0.1})
+    running = RunningService(settings).__enter__()
+    try:
+        assert running.service.classify.version == version
+        incoming = tmp_path / "incoming"
+        files = synth(incoming, seed=12)
+        for path in files:  # the imager writes them into the watched folder
+            target = watch / path.relative_to(incoming)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+        wait_for(lambda: running.count("images") == len(files), timeout=60)
+        usable = lambda: running.count("images", "status = 'preprocessed'")  # noqa: E731
+        wait_for(lambda: running.count("images", "status = 'catalogued'") == 0
+                 and running.count("predictions") == usable() and running.service.classify.idle(), timeout=90)
+        catalogue = running.service.catalogue
+        assert {r[0] for r in catalogue.query("SELECT DISTINCT model_version FROM predictions")} == {version}
+        assert running.count("images", "status = 'flagged' AND id IN (SELECT image_id FROM predictions)") == 0
+        crystal_wells = {r[0] for r in catalogue.query(
+            f"SELECT well_id FROM well_outcomes WHERE label IN ({','.join('?' * len(CRYSTAL_CLASSES))})",
+            tuple(CRYSTAL_CLASSES))}
+        hits = catalogue.query("SELECT well_id, image_id, payload FROM events WHERE kind = 'crystal_hit'")
+        hit_wells = [r["well_id"] for r in hits]
+        assert crystal_wells, "the model called no well crystalline; the test data has needles in half of them"
+        assert crystal_wells <= set(hit_wells), "a well is crystalline now but was never announced"
+        for row in hits:  # each hit names the image whose crystal call made it
+            label = catalogue.query("SELECT label FROM predictions WHERE image_id = ?", (row["image_id"],))[0][0]
+            assert label in CRYSTAL_CLASSES and json.loads(row["payload"])["class"] == label
+        assert running.metric("xtalwatch_hits_total") == len(hit_wells)
+        wait_for(lambda: len(_Recorder.received) >= 1, timeout=30)
+        hit = next(a for a in _Recorder.received if a.get("kind") == "crystal_hit")
+        assert "Crystal hit" in hit["text"] and hit["fields"]["well"] and hit["fields"]["image_path"]
+        # The broken sink failed on its own thread; ingest and the good sink were not held up.
+        wait_for(lambda: running.metric("xtalwatch_alerts_failed_total", sink="broken") >= 1, timeout=30)
+        assert running.metric("xtalwatch_alerts_sent_total", sink="lab-chat") >= 1
+        latency = running.metrics.registry.get_sample_value("xtalwatch_result_latency_seconds_count")
+        assert latency == usable()
+    finally:
+        running.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_scheduled_retrain_is_promoted_and_hot_swapped_while_files_arrive(first_model: Path, tmp_path: Path) -> None:
+    watch, state = tmp_path / "imager", tmp_path / "state"
+    watch.mkdir()
+    shutil.copytree(first_model, state, symlinks=True)  # the catalogue, crops, labels and model of the first run
+    first_version = os.readlink(state / "models" / "current").rstrip("/").rsplit("/", 1)[-1]
+    settings = tiny_settings(watch, state, **{
+        "retrain.enabled": True, "retrain.interval_hours": 4 / 3600, "retrain.warm_start": False})
+    running = RunningService(settings).__enter__()
+    try:
+        incoming = tmp_path / "incoming"
+        files = synth(incoming, seed=13, wells=24, inspections=1)
+        before = running.count("images")
+        for path in files:  # arriving over several seconds, while the scheduler fires
+            target = watch / path.relative_to(incoming)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+            time.sleep(0.25)
+        wait_for(lambda: running.service.classify.version not in (None, first_version), timeout=240)
+        new_version = running.service.classify.version
+        wait_for(lambda: running.count("images") == before + len(files), timeout=60)
+        usable_sql = "status = 'preprocessed'"
+        wait_for(lambda: running.service.classify.idle() and running.count(
+            "images", f"{usable_sql} AND id NOT IN (SELECT image_id FROM predictions WHERE model_version = '{new_version}')"
+        ) == 0, timeout=120)
+        catalogue = running.service.catalogue
+        twice = catalogue.query("SELECT image_id, model_version, COUNT(*) FROM predictions "
+                                "GROUP BY image_id, model_version HAVING COUNT(*) > 1")
+        assert twice == [], "an image was classified twice by the same model"
+        assert running.count("images") == before + len(files), "an image was lost"
+        # The scheduler thread records the outcome once the child has exited; the swap may come first.
+        wait_for(lambda: running.count("events", "kind = 'model_promoted'") >= 1, timeout=60)
+        assert running.metric("xtalwatch_training_runs_total", outcome="promoted") >= 1
+        classes = json.loads((state / "models" / new_version / "bundle.json").read_text())["classes"]
+        assert running.metrics.registry.get_sample_value("xtalwatch_model_info", {
+            "version": new_version, "classes": ",".join(classes)}) == 1
+    finally:
+        running.stop()
+
+
+def test_sigterm_in_a_burst_then_restart_classifies_every_image_once(first_model: Path, tmp_path: Path) -> None:
+    watch, state = tmp_path / "imager", tmp_path / "state"
+    watch.mkdir()
+    version = fresh_state_with_model(first_model, state)
+    incoming = tmp_path / "incoming"
+    files = synth(incoming, seed=14, wells=48, inspections=1)
+    overrides = {k: v for k, v in TINY.items() if k != "metrics.port"}
+    cmd = [sys.executable, "-m", "xtalwatch", "run", "--watch", str(watch), "--state", str(state), "--metrics-port", "0"]
+
+    def start(log: Path) -> tuple[subprocess.Popen, Any]:
+        handle = open(log, "w")  # noqa: SIM115 - closed by the caller
+        return subprocess.Popen(cmd, env=env_for(overrides), stderr=handle), handle
+
+    proc, log = start(tmp_path / "first.log")
+    try:
+        time.sleep(3)  # started and watching
+        for path in files:
+            target = watch / path.relative_to(incoming)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+        time.sleep(1.0)  # mid-burst: some catalogued, some preprocessed, some classified
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    catalogue = Catalogue(state)
+    try:
+        done_before = catalogue.query("SELECT COUNT(*) FROM predictions")[0][0]
+    finally:
+        catalogue.close()
+    assert done_before < len(files), "the burst finished before SIGTERM; the test proves nothing"
+
+    proc, log = start(tmp_path / "second.log")
+    try:
+        def all_classified() -> bool:
+            cat = Catalogue.open_readonly(state)
+            try:
+                images = cat.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+                waiting = cat.execute("SELECT COUNT(*) FROM images WHERE status = 'catalogued' OR (status = "
+                                      "'preprocessed' AND id NOT IN (SELECT image_id FROM predictions))").fetchone()[0]
+                return images == len(files) and waiting == 0
+            finally:
+                cat.close()
+        wait_for(all_classified, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    catalogue = Catalogue(state)
+    try:
+        rows = catalogue.query("SELECT image_id, COUNT(*) AS n, MIN(model_version) AS v FROM predictions GROUP BY image_id")
+        usable = catalogue.query("SELECT COUNT(*) FROM images WHERE status = 'preprocessed'")[0][0]
+        assert len(rows) == usable and all(r["n"] == 1 and r["v"] == version for r in rows)
+        assert catalogue.query("SELECT COUNT(*) FROM images")[0][0] == len(files)
+    finally:
+        catalogue.close()
