@@ -110,7 +110,8 @@ def main() -> int:
             time.sleep(0.2)
         result = service.catalogue.query(
             "SELECT i.path, p.created_at FROM images i JOIN predictions p ON p.image_id = i.id")
-        flagged = service.catalogue.query("SELECT COUNT(*) FROM images WHERE status != 'preprocessed'")[0][0]
+        flagged = sum(1 for (path,) in service.catalogue.query("SELECT path FROM images WHERE status != 'preprocessed'")
+                      if path in closed_at)
         pre_sum = metrics.registry.get_sample_value("xtalwatch_preprocess_duration_seconds_sum") or 0.0
         pre_n = metrics.registry.get_sample_value("xtalwatch_preprocess_duration_seconds_count") or 1.0
         service.request_stop()
