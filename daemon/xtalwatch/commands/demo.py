@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rate", type=float, default=12.0, metavar="N", help="images per second (default 12)")
     parser.add_argument("--label-fraction", type=float, default=0.1, metavar="F",
                         help="fraction of the first inspection the 'lab' labels before the first training (0.1)")
-    parser.add_argument("--train-steps", type=int, default=150, metavar="N",
-                        help="SimCLR steps of the first training (default 150: a couple of minutes on 2 cores)")
+    parser.add_argument("--train-steps", type=int, default=120, metavar="N",
+                        help="SimCLR steps of the first training (default 120: under a minute on 2 idle cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics-port", type=int, default=9108, metavar="N", help="0 picks a free port")
     parser.add_argument("--fresh", action="store_true", help="delete DIR first")
