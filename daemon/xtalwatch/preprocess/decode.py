@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["DecodeError", "FrameHeader", "decode_bytes", "read_header", "to_uint8"]
+__all__ = ["DecodeError", "FrameHeader", "decode_bytes", "looks_truncated", "read_header", "to_uint8"]
 
 # EXIF orientation is applied by OpenCV for every flag except IMREAD_UNCHANGED; ANYCOLOR keeps grey
 # frames grey (one channel, a third of the work) and ANYDEPTH keeps 16-bit samples for to_uint8.
@@ -132,13 +132,20 @@ def read_header(data: bytes) -> FrameHeader:
     raise DecodeError("unknown_format", f"not JPEG/PNG/TIFF/BMP (starts {data[:8]!r})")
 
 
-def _looks_truncated(header: FrameHeader, data: bytes) -> bool:
+def looks_truncated(header: FrameHeader, data: bytes) -> bool:
+    """True when the file ends before its end marker (JPEG EOI, PNG IEND) or its declared BMP size."""
     # libjpeg and libpng "recover" a cut file by padding it grey and only warn on stderr, so a
     # truncated frame would otherwise pass as a real (half grey) picture.
     if header.format == "jpeg":
         return b"\xff\xd9" not in data[-4096:]
     if header.format == "png":
         return b"IEND" not in data[-64:]
+    if header.format == "bmp" and len(data) >= 34:
+        (offset,) = struct.unpack("<I", data[10:14])
+        (bits,) = struct.unpack("<H", data[28:30])
+        if bits in (8, 24, 32):
+            row = ((header.width * bits + 31) // 32) * 4
+            return len(data) < offset + row * header.height
     return False
 
 
@@ -172,7 +179,7 @@ def decode_bytes(data: bytes, *, max_pixels: int) -> tuple[np.ndarray, FrameHead
         raise DecodeError(
             "too_many_pixels", f"declares {header.width}x{header.height} > limit {max_pixels} pixels; not decoded"
         )
-    if _looks_truncated(header, data):
+    if looks_truncated(header, data):
         raise DecodeError("truncated", f"{header.format} file ends before its end marker")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_FLAGS)
