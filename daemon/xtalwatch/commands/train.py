@@ -27,13 +27,14 @@ _OVERRIDES = {  # flag attribute → config key
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train the SimCLR encoder on unlabelled drop images",
-        description="Train a SimCLR ResNet-18 encoder. With --images DIR, on every image under DIR "
-                    "(recursively); each is decoded once into a crop cache. Resumes from the run "
-                    "folder's checkpoint when there is one.")
+        description="Train a SimCLR ResNet-18 encoder. Without --images: the service's retraining, on every "
+                    "usable (preprocessed, not flagged) image of the catalogue in <state>, gated and registered "
+                    "(the same as --now). With --images DIR, on every image under DIR (recursively); each is "
+                    "decoded once into a crop cache, and the run resumes from its folder's checkpoint.")
     add_config_args(p, watch=False)
     p.add_argument("--images", type=Path, metavar="DIR", help="train on every image under DIR")
     p.add_argument("--now", action="store_true",
-                   help="run the service's retraining now, in the foreground: the catalogue's usable images, "
+                   help="(the default without --images) run the service's retraining now, in the foreground: the catalogue's usable images, "
                         "warm start as configured, the promotion gate, the model registry (see docs/models.md)")
     p.add_argument("--out", type=Path, metavar="DIR", help="run folder (default: <state>/training/run-<time>)")
     p.add_argument("--cache", type=Path, metavar="DIR", help="crop cache folder (default: <state>/cache/crops)")
@@ -57,10 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **{key: getattr(args, attr) for attr, key in _OVERRIDES.items()})
-    if args.now:
-        if args.images is not None:
-            print("xtalwatch train: --now trains on the catalogue; it cannot be combined with --images", file=sys.stderr)
-            return 2
+    if args.now and args.images is not None:
+        print("xtalwatch train: --now trains on the catalogue; it cannot be combined with --images", file=sys.stderr)
+        return 2
+    if args.images is None:  # the catalogue: every usable image of <state>, as the scheduler would
         from xtalwatch.retrain import run_retrain
 
         outcome = run_retrain(settings, now=True, progress=not args.no_progress)
@@ -70,10 +71,6 @@ def run(args: argparse.Namespace) -> int:
         if args.json is not None:
             args.json.write_text(json.dumps(outcome.to_dict(), indent=1))
         return {"promoted": 0, "rejected": 0, "skipped": 1}.get(outcome.status, 1)
-    if args.images is None:
-        print("xtalwatch train: say what to train on: --now runs the service's retraining on the catalogue "
-              "in <state>, --images DIR trains on a folder of images.", file=sys.stderr)
-        return 2
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and args.out is None:
         print("xtalwatch train: under torchrun, name the run folder with --out so every rank uses the same one",
