@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
+# A first training that failed (or was rejected) is tried again after this long, not every tick.
+FIRST_TRAINING_RETRY_SECONDS = 3600.0
+
 
 class Service:
     """Watch → settle → ingest → catalogue, with metrics, until asked to stop."""
@@ -228,6 +231,10 @@ class Service:
             self.health.run()
         except Exception:
             log.exception("health checks failed")
+        last = self.scheduler.last_outcome
+        if (self._first_training_asked and not self.scheduler.running and last is not None
+                and last.status in ("failed", "rejected") and time.time() - last.started_at > FIRST_TRAINING_RETRY_SECONDS):
+            self._first_training_asked = False  # the first training failed an hour ago: try again
         if (self.classify.version is None and self.settings.retrain.auto_first_training
                 and not self._first_training_asked and not self.scheduler.running):
             usable = count_usable(self.settings.state.dir)
