@@ -17,7 +17,7 @@ install: $(BIN)/xtalwatch
 
 # The main job on the embedded default: the synthetic imager feeding the real service.
 demo: install
-	$(BIN)/xtalwatch demo
+	$(BIN)/xtalwatch demo --fresh
 
 # Debian packages the tests use as real tools (promtool, prometheus, systemd-analyze).
 system-deps:
