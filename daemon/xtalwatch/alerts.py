@@ -197,7 +197,10 @@ class AlertDispatcher:
             for w in self._workers:
                 if not w.bucket.take():
                     w.suppressed += 1
-                    log.warning("alert sink %s: rate limit, dropped %s alert %r", w.label, alert.kind, alert.title)
+                    # One warning per burst; the rest at debug level (the next alert sent carries the count).
+                    level = logging.WARNING if w.suppressed == 1 else logging.DEBUG
+                    log.log(level, "alert sink %s: rate limit, dropped %s alert %r (more are counted, not logged)",
+                            w.label, alert.kind, alert.title)
                     continue
                 item, w.suppressed = self._with_suppressed(alert, w.suppressed), 0
                 try:
