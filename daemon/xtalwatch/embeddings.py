@@ -57,10 +57,9 @@ def project_2d(features: np.ndarray, method: Literal["pca", "tsne"] = "pca", see
 
 def save_map(points: np.ndarray, colour_by: Sequence[str], path: Path, title: str = "") -> Path:
     """A scatter of (N, 2) points, one colour per distinct value of ``colour_by`` ('' shows as 'unlabelled')."""
-    import matplotlib
+    from xtalwatch.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [c or "unlabelled" for c in colour_by]
     fig, ax = plt.subplots(figsize=(6, 5), dpi=90)
@@ -73,9 +72,4 @@ def save_map(points: np.ndarray, colour_by: Sequence[str], path: Path, title: st
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -13,10 +13,9 @@ __all__ = ["save_confusion", "write_html"]
 
 def save_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
     """A row-normalised confusion matrix (rows: truth) with counts in the cells, as a PNG."""
-    import matplotlib
+    from xtalwatch.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     m = np.asarray(matrix, dtype=np.float64)
     share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
@@ -32,12 +31,7 @@ def save_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     ax.set_xlabel("predicted", fontsize=8)
     ax.set_ylabel("true", fontsize=8)
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _img(path: Path) -> str:

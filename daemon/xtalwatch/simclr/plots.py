@@ -33,10 +33,9 @@ def save_pair_grid(v1: torch.Tensor, v2: torch.Tensor, path: Path, max_pairs: in
 
 def save_loss_curve(losses: list[float], path: Path, title: str = "SimCLR NT-Xent loss") -> Path:
     """A PNG of the per-step loss with a moving average."""
-    import matplotlib
+    from xtalwatch.figures import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     steps = np.arange(1, len(losses) + 1)
@@ -50,9 +49,4 @@ def save_loss_curve(losses: list[float], path: Path, title: str = "SimCLR NT-Xen
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
