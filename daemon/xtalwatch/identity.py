@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["ImageIdentity", "Imaging", "PLATE_FORMATS", "well_name", "well_from_index", "parse_well", "UNASSIGNED"]
+__all__ = ["ImageIdentity", "Imaging", "PLATE_FORMATS", "well_name", "well_from_index", "well_position", "row_letters",
+           "parse_well", "UNASSIGNED"]
 
 Imaging = Literal["visible", "uv", "other"]
 
@@ -55,6 +56,19 @@ def well_from_index(index: int, wells: int = 96) -> str:
         raise ValueError(f"well number {index} outside 1..{rows * cols} for a {wells}-well plate")
     row, col = divmod(index - 1, cols)
     return well_name(row, col + 1)
+
+
+def well_position(name: str) -> tuple[int, int]:
+    """0-based row and 1-based column of a well name: "B7" -> (1, 7), "AA1" -> (26, 1)."""
+    match = _WELL_RE.match(name.strip())
+    if not match:
+        raise ValueError(f"{name!r} is not a well name")
+    return _row_index(match.group(1)), int(match.group(2))
+
+
+def row_letters(row: int) -> str:
+    """Row label from a 0-based index: 0 -> "A", 26 -> "AA"."""
+    return _row_letters(row)
 
 
 def parse_well(text: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xtalwatch.identity import PLATE_FORMATS, parse_well
+from xtalwatch.identity import PLATE_FORMATS, row_letters, well_position
 
 __all__ = ["plate_map_text", "plate_map_png", "well_outcomes", "COLOURS", "SYMBOLS"]
 
@@ -31,10 +31,8 @@ def _grid(wells: int) -> tuple[int, int]:
 
 
 def _position(name: str) -> tuple[int, int]:
-    canonical = parse_well(name)
-    letters = "".join(ch for ch in canonical if ch.isalpha())
-    row = ord(letters[-1]) - ord("A") + (26 if len(letters) == 2 else 0)
-    return row, int(canonical[len(letters):]) - 1
+    row, column = well_position(name)
+    return row, column - 1
 
 
 def plate_map_text(outcomes: dict[str, tuple[str, float]], wells: int = 96) -> str:
@@ -46,7 +44,7 @@ def plate_map_text(outcomes: dict[str, tuple[str, float]], wells: int = 96) -> s
         if r < rows and c < cols:
             grid[r][c] = SYMBOLS.get(label, "*")
     header = "    " + "".join(f"{c + 1:>3}" for c in range(cols))
-    lines = [header] + [f"  {chr(ord('A') + r)} " + "".join(f"{s:>3}" for s in grid[r]) for r in range(rows)]
+    lines = [header] + [f" {row_letters(r):>2} " + "".join(f"{s:>3}" for s in grid[r]) for r in range(rows)]
     used = sorted({label for label, _ in outcomes.values()})
     lines.append("  " + "  ".join(f"{SYMBOLS.get(u, '*')} {u}" for u in used))
     return "\n".join(lines)
@@ -64,7 +62,7 @@ def plate_map_png(outcomes: dict[str, tuple[str, float]], path: Path, title: str
     for c in range(cols):
         cv2.putText(image, str(c + 1), (margin + c * cell + cell // 3, margin - 6), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     for r in range(rows):
-        cv2.putText(image, chr(ord("A") + r), (10, margin + r * cell + cell // 2 + 5), font, 0.45, (0, 0, 0), 1,
+        cv2.putText(image, row_letters(r), (6, margin + r * cell + cell // 2 + 5), font, 0.45, (0, 0, 0), 1,
                     cv2.LINE_AA)
     for r in range(rows):
         for c in range(cols):
