@@ -140,16 +140,14 @@ class ClassifyStage:
                WHERE i.status = 'preprocessed' AND NOT EXISTS (
                    SELECT 1 FROM predictions r WHERE r.image_id = i.id AND r.model_version = ?)
                ORDER BY i.id""", (version,))
-        fresh_ids = {r["id"] for r in rows if not self._has_any_prediction(r["id"])}
+        classified = {r[0] for r in self.catalogue.query("SELECT DISTINCT image_id FROM predictions")}
+        fresh_ids = {r["id"] for r in rows} - classified
         for row in rows:
             background = row["id"] not in fresh_ids
             if background and not self._wants_reclassify(row["completed_at"]):
                 continue
             self._queue.put(_Item(row["id"], row["crop_path"], row["completed_at"], background=background))
         return len(rows)
-
-    def _has_any_prediction(self, image_id: int) -> bool:
-        return bool(self.catalogue.query("SELECT 1 FROM predictions WHERE image_id=? LIMIT 1", (image_id,)))
 
     def _wants_reclassify(self, completed_at: float | None) -> bool:
         if self.reclassify == "all":

@@ -141,7 +141,8 @@ def run_demo(options: DemoOptions) -> int:
     return 0
 
 
-def _catalogued(service: Service, status: str = "preprocessed") -> int:
+def _catalogued(service: Service) -> int:
+    """Images past preprocessing (preprocessed, flagged or failed)."""
     assert service.catalogue is not None
     return service.catalogue.query("SELECT COUNT(*) FROM images WHERE status != 'catalogued'")[0][0]
 
@@ -192,8 +193,7 @@ def _wait_until_caught_up(service: Service, timeout: float) -> None:
     """Wait until every written file is catalogued, preprocessed and classified."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pending = len(service.tracker) + service._queue.qsize() + (len(service.preprocess) if service.preprocess else 0)
-        if pending == 0 and (service.classify is None or service.classify.idle()):
+        if service.idle():
             return
         time.sleep(0.5)
 

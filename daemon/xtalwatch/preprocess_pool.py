@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from xtalwatch.catalogue import Catalogue
-from xtalwatch.config import Settings
+from xtalwatch.config import PreprocessConfig, Settings
 from xtalwatch.metrics import Metrics
 from xtalwatch.preprocess import PreprocessResult, preprocess_file
 
@@ -39,10 +39,10 @@ def status_for(result: PreprocessResult) -> str:
     return "flagged" if result.flags else "preprocessed"
 
 
-def _timed_preprocess(path: str, settings: Settings, out_dir: str, sha256: str) -> tuple[dict, float]:
+def _timed_preprocess(path: str, cfg: PreprocessConfig, max_pixels: int, out_dir: str,
+                      sha256: str) -> tuple[dict, float]:
     start = time.perf_counter()
-    result = preprocess_file(Path(path), settings.preprocess, Path(out_dir), max_pixels=settings.ingest.max_pixels,
-                             sha256=sha256)
+    result = preprocess_file(Path(path), cfg, Path(out_dir), max_pixels=max_pixels, sha256=sha256)
     return result.to_dict(), time.perf_counter() - start
 
 
@@ -79,7 +79,8 @@ class PreprocessPool:
             if image_id in self._pending:
                 return
             self._pending.add(image_id)
-        future = self._executor.submit(_timed_preprocess, path, self.settings, str(self.out_dir), sha256)
+        future = self._executor.submit(_timed_preprocess, path, self.settings.preprocess,
+                                       self.settings.ingest.max_pixels, str(self.out_dir), sha256)
         future.add_done_callback(lambda f: self._store(image_id, path, completed_at, f))
         self.metrics.queue_depth.labels(stage="preprocess").set(len(self))
 

@@ -29,7 +29,7 @@ from xtalwatch.classify_stage import ClassifyStage
 from xtalwatch.config import Settings
 from xtalwatch.hits import DriftMonitor, HealthChecks, HitTracker, raise_event
 from xtalwatch.identify import AdapterChain
-from xtalwatch.ingest import Ingestor
+from xtalwatch.ingest import Ingestor, changed_ns
 from xtalwatch.metrics import Metrics
 from xtalwatch.plugins import PluginRegistry
 from xtalwatch.preprocess_pool import PreprocessPool, status_for
@@ -195,7 +195,6 @@ class Service:
             self._periodic_checks()
         self.metrics.queue_depth.labels(stage="settle").set(len(self.tracker))
         self.metrics.queue_depth.labels(stage="ingest").set(self._queue.qsize())
-        self.metrics.observe_disk(self.settings.state.dir)
         self.keepalive.tick()
         for callback in self.on_tick:
             callback()
@@ -203,8 +202,6 @@ class Service:
     def rescan(self) -> None:
         """Reconcile the folder with the catalogue: note every file not yet catalogued as it is now."""
         assert self.catalogue is not None and self.settings.watch.dir is not None
-        from xtalwatch.ingest import changed_ns
-
         noted = 0
         for path in scan_folder(self.settings.watch.dir, self.settings.watch.ignore_globs):
             key = os.path.abspath(path)
@@ -227,6 +224,7 @@ class Service:
     def _periodic_checks(self) -> None:
         """Imager stalled, disk low, and the first training once enough usable images are there."""
         assert self.health is not None and self.scheduler is not None and self.classify is not None
+        self.metrics.observe_disk(self.settings.state.dir)
         try:
             self.health.run()
         except Exception:
@@ -306,6 +304,14 @@ class Service:
             if not busy and self._queue.empty():
                 return
             self.stop_event.wait(0.05)
+
+    def idle(self) -> bool:
+        """True when no file is settling, queued for ingest, being preprocessed or waiting to be classified."""
+        with self._in_flight_lock:
+            busy = bool(self._in_flight)
+        return (not busy and len(self.tracker) == 0 and self._queue.empty()
+                and (self.preprocess is None or self.preprocess.idle())
+                and (self.classify is None or self.classify.idle()))
 
     def status_summary(self) -> dict[str, Any]:
         from xtalwatch.status import collect_status
