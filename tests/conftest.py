@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,16 @@ def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
     ok, buf = cv2.imencode(".jpg", image)
     assert ok
     return buf.tobytes()
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip when missing on a developer machine, fail in CI where it must exist."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} not found in CI: .ci/install-system-deps.sh installs it")
+        pytest.skip(f"{name} not installed (Debian package; run .ci/install-system-deps.sh)")
+    return path
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -6,6 +6,7 @@ real bundle, real registry); each test then runs the real service on real folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -209,24 +211,30 @@ def test_sigterm_in_a_burst_then_restart_classifies_every_image_once(first_model
     overrides = {k: v for k, v in TINY.items() if k != "metrics.port"}
     cmd = [sys.executable, "-m", "xtalwatch", "run", "--watch", str(watch), "--state", str(state), "--metrics-port", "0"]
 
-    def start(log: Path) -> tuple[subprocess.Popen, Any]:
-        handle = open(log, "w")  # noqa: SIM115 - closed by the caller
-        return subprocess.Popen(cmd, env=env_for(overrides), stderr=handle), handle
+    @contextlib.contextmanager
+    def service_process(log_path: Path) -> Iterator[subprocess.Popen]:
+        """`xtalwatch run` as systemd runs it; the body sends SIGTERM, a stray process is killed."""
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, env=env_for(overrides), stderr=log)
+            try:
+                yield proc
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
-    proc, log = start(tmp_path / "first.log")
-    try:
+    def stop(proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+
+    with service_process(tmp_path / "first.log") as proc:
         time.sleep(3)  # started and watching
         for path in files:
             target = watch / path.relative_to(incoming)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
         time.sleep(1.0)  # mid-burst: some catalogued, some preprocessed, some classified
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        stop(proc)
     catalogue = Catalogue(state)
     try:
         done_before = catalogue.query("SELECT COUNT(*) FROM predictions")[0][0]
@@ -234,24 +242,19 @@ def test_sigterm_in_a_burst_then_restart_classifies_every_image_once(first_model
         catalogue.close()
     assert done_before < len(files), "the burst finished before SIGTERM; the test proves nothing"
 
-    proc, log = start(tmp_path / "second.log")
-    try:
-        def all_classified() -> bool:
-            cat = Catalogue.open_readonly(state)
-            try:
-                images = cat.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-                waiting = cat.execute("SELECT COUNT(*) FROM images WHERE status = 'catalogued' OR (status = "
-                                      "'preprocessed' AND id NOT IN (SELECT image_id FROM predictions))").fetchone()[0]
-                return images == len(files) and waiting == 0
-            finally:
-                cat.close()
+    def all_classified() -> bool:
+        cat = Catalogue.open_readonly(state)
+        try:
+            images = cat.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            waiting = cat.execute("SELECT COUNT(*) FROM images WHERE status = 'catalogued' OR (status = "
+                                  "'preprocessed' AND id NOT IN (SELECT image_id FROM predictions))").fetchone()[0]
+            return images == len(files) and waiting == 0
+        finally:
+            cat.close()
+
+    with service_process(tmp_path / "second.log") as proc:
         wait_for(all_classified, timeout=120)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        stop(proc)
     catalogue = Catalogue(state)
     try:
         rows = catalogue.query("SELECT image_id, COUNT(*) AS n, MIN(model_version) AS v FROM predictions GROUP BY image_id")

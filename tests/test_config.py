@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from xtalwatch.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +94,6 @@ def test_shipped_default_config_is_valid(tmp_path: Path, monkeypatch: pytest.Mon
 def test_default_config_file_is_current_and_documented() -> None:
     """The shipped YAML is exactly what the model renders, and every key has a description."""
     from pydantic import BaseModel
-
     from xtalwatch.config import Settings
     from xtalwatch.config_doc import render_default_config
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from conftest import require_tool
 from prometheus_client.parser import text_string_to_metric_families
 from xtalwatch.metrics import Metrics
 from xtalwatch.web import WebServer, build_app
@@ -32,16 +33,6 @@ UNITS = DEPLOY / "systemd"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 # Series Prometheus makes itself for every target.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip when missing on a developer machine, fail in CI where it must exist."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} not found in CI: .ci/install-system-deps.sh installs it")
-        pytest.skip(f"{name} not installed (Debian package; run .ci/install-system-deps.sh)")
-    return path
 
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

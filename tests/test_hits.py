@@ -7,7 +7,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-
 from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import AlertsConfig
 from xtalwatch.hits import DriftMonitor, HealthChecks

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import require_tool
 from prometheus_client.parser import text_string_to_metric_families
 from xtalwatch.metrics import LABEL_NAMES, QUEUE_STAGES, Metrics
 from xtalwatch.web import WebServer, build_app
 
 # Labels of the standard collectors (python_info); everything xtalwatch_* must use LABEL_NAMES.
 PLATFORM_LABELS = {"implementation", "major", "minor", "patchlevel", "version"}
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip when missing on a developer machine, fail in CI where it must exist."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} not found in CI: .ci/install-system-deps.sh installs it")
-        pytest.skip(f"{name} not installed (Debian package; run .ci/install-system-deps.sh)")
-    return path
 
 
 def populate(m: Metrics) -> None:
