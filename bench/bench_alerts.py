@@ -24,9 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from alert_helpers import make_alert, refused_url, webhook_server  # noqa: E402
-from xtalwatch.alerts import AlertDispatcher  # noqa: E402
+from xtalwatch.alerts.dispatch import AlertDispatcher  # noqa: E402
 from xtalwatch.config import AlertsConfig  # noqa: E402
-from xtalwatch.metrics import Metrics  # noqa: E402
+from xtalwatch.observe.metrics import Metrics  # noqa: E402
 from xtalwatch.plugins import PluginRegistry  # noqa: E402
 
 REGISTRY = PluginRegistry.discover()

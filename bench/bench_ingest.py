@@ -25,14 +25,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import load_settings
-from xtalwatch.identify import AdapterChain
-from xtalwatch.ingest import Ingestor
-from xtalwatch.metrics import Metrics
+from xtalwatch.observe.metrics import Metrics
 from xtalwatch.plugins import PluginRegistry
 from xtalwatch.service import Service
-from xtalwatch.watch import scan_folder
+from xtalwatch.stages.adapters import AdapterChain
+from xtalwatch.stages.ingest import Ingestor
+from xtalwatch.stages.watch import scan_folder
+from xtalwatch.store.catalogue import Catalogue
 
 
 def make_frames(folder: Path, count: int, width: int, height: int) -> None:

@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import load_settings
-from xtalwatch.labels import import_labels
-from xtalwatch.metrics import Metrics
-from xtalwatch.retrain import run_retrain
+from xtalwatch.learn.retrain import run_retrain
+from xtalwatch.observe.metrics import Metrics
 from xtalwatch.service import Service
-from xtalwatch.synth import generate_plates
+from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.labels import import_labels
+from xtalwatch.tools.synth import generate_plates
 
 SUBCLASSES = ["needles:crystals", "plates:crystals", "prisms:crystals", "microcrystals:crystals", "dark:other"]
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from xtalwatch.simclr.augment import AugmentStrength, apply_view, sample_view_params, to_float_nchw
-from xtalwatch.simclr.encoder import build_encoder
-from xtalwatch.simclr.heads import build_head
-from xtalwatch.simclr.loss import nt_xent_loss
-from xtalwatch.simclr.optim import build_optimizer
-from xtalwatch.simclr.train import SimCLRModel
+from xtalwatch.learn.simclr.augment import AugmentStrength, apply_view, sample_view_params, to_float_nchw
+from xtalwatch.learn.simclr.encoder import build_encoder
+from xtalwatch.learn.simclr.heads import build_head
+from xtalwatch.learn.simclr.loss import nt_xent_loss
+from xtalwatch.learn.simclr.optim import build_optimizer
+from xtalwatch.learn.simclr.train import SimCLRModel
 
 
 def _sync(device: torch.device) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from xtalwatch.synth import generate_plates
+from xtalwatch.tools.synth import generate_plates
 
 
 def _baseline(folder: Path, count: int, width: int, height: int) -> float:
@@ -32,7 +32,7 @@ def _baseline(folder: Path, count: int, width: int, height: int) -> float:
 
 def _cpu_ms_per_image(count: int, width: int, height: int) -> float:
     """CPU time to render and encode one frame in this process: immune to other load on the box."""
-    from xtalwatch.synth.generate import _encoded, plan_jobs
+    from xtalwatch.tools.synth.generate import _encoded, plan_jobs
 
     cv2.setNumThreads(1)
     jobs = plan_jobs(plates=1, layout="export", wells=96, drops=3, size=(width, height), seed=1)[:count]

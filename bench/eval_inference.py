@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from xtalwatch.bundle import ModelBundle
+from xtalwatch.learn.bundle import ModelBundle
 
 
 def main() -> None:

@@ -15,11 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from xtalwatch.bundle import ModelBundle, build_bundle
 from xtalwatch.commands.classify import classify_files
 from xtalwatch.config import ClassifyConfig, Settings
-from xtalwatch.simclr import load_encoder
-from xtalwatch.simclr.data import list_images
+from xtalwatch.learn.bundle import ModelBundle, build_bundle
+from xtalwatch.learn.simclr import load_encoder
+from xtalwatch.learn.simclr.data import list_images
 
 
 def main(work: Path, name: str = "datafactory_eval") -> int:
@@ -29,7 +29,7 @@ def main(work: Path, name: str = "datafactory_eval") -> int:
     settings = Settings(classify=ClassifyConfig(classes=classes, subclasses=[]))
     bundle_dir = work / f"bundle_{name}"
     if not bundle_dir.exists():
-        from xtalwatch.evaluate.pipeline import load_imagefolder
+        from xtalwatch.learn.evaluate.pipeline import load_imagefolder
 
         size = result["config"]["train"]["image_size"]
         crops, labels, _, paths, _ = load_imagefolder(work / "datafactory", size, work / name / "cache",

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from xtalwatch.config import TrainConfig
-from xtalwatch.simclr.data import from_arrays
-from xtalwatch.simclr.distributed import convert_sync_batchnorm, gather_with_grad, init_distributed
-from xtalwatch.simclr.encoder import build_encoder
-from xtalwatch.simclr.heads import build_head
-from xtalwatch.simclr.loss import nt_xent_rows
-from xtalwatch.simclr.train import SimCLRModel, train
+from xtalwatch.learn.simclr.data import from_arrays
+from xtalwatch.learn.simclr.distributed import convert_sync_batchnorm, gather_with_grad, init_distributed
+from xtalwatch.learn.simclr.encoder import build_encoder
+from xtalwatch.learn.simclr.heads import build_head
+from xtalwatch.learn.simclr.loss import nt_xent_rows
+from xtalwatch.learn.simclr.train import SimCLRModel, train
 
 GLOBAL_BATCH = 8
 # A small lr: see the comment on float noise in the test.

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from xtalwatch.config import Settings, load_settings
-from xtalwatch.metrics import Metrics
+from xtalwatch.observe.metrics import Metrics
 from xtalwatch.service import Service
 
 

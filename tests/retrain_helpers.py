@@ -8,10 +8,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import Settings, load_settings
-from xtalwatch.identity import ImageIdentity
-from xtalwatch.probe import Probe
+from xtalwatch.plate import ImageIdentity
+from xtalwatch.preprocess.probe import Probe
+from xtalwatch.store.catalogue import Catalogue
 
 CLASSES = ("clear", "crystals", "precipitate")
 CROP_PX = 24

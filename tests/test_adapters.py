@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from xtalwatch.config import load_settings
-from xtalwatch.identify import AdapterChain
-from xtalwatch.identity import parse_well, well_from_index
+from xtalwatch.plate import parse_well, well_from_index
 from xtalwatch.plugins import PluginError, PluginRegistry
+from xtalwatch.stages.adapters import AdapterChain
 from xtalwatch_plugins.adapters.export import ExportAdapter
 from xtalwatch_plugins.adapters.minstrel import MinstrelAdapter
 from xtalwatch_plugins.adapters.regex import RegexAdapter
@@ -123,7 +123,7 @@ def test_builtins_come_from_entry_points() -> None:
 
 def test_plugin_folder_drop_in_and_broken_plugin(tmp_path: Path) -> None:
     (tmp_path / "lab.py").write_text(
-        "from xtalwatch.identity import ImageIdentity\n"
+        "from xtalwatch.plate import ImageIdentity\n"
         "class LabAdapter:\n"
         "    name = 'lab'\n    kind = 'adapter'\n"
         "    def parse(self, relpath):\n"

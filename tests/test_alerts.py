@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from alert_helpers import ListSink, make_alert, refused_url, webhook_server
 from conftest import wait_for
-from xtalwatch import events as ev
-from xtalwatch.alerts import AlertDispatcher, TokenBucket, alert_for
+from xtalwatch.alerts import events as ev
+from xtalwatch.alerts.dispatch import AlertDispatcher, TokenBucket, alert_for
 from xtalwatch.config import AlertsConfig
-from xtalwatch.metrics import Metrics
+from xtalwatch.observe.metrics import Metrics
 from xtalwatch.plugins import PluginError, PluginRegistry
 
 REGISTRY = PluginRegistry.discover()

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from xtalwatch.bundle import ModelBundle, NoClassifier, build_bundle, to_model_rgb
 from xtalwatch.config import ClassifyConfig
-from xtalwatch.simclr.encoder import build_encoder
+from xtalwatch.learn.bundle import ModelBundle, NoClassifier, build_bundle
+from xtalwatch.learn.features import to_model_rgb
+from xtalwatch.learn.simclr.encoder import build_encoder
 
 
 def _crops(n: int = 24, size: int = 16) -> tuple[np.ndarray, list[str]]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import jpeg_bytes
-from xtalwatch.catalogue import _MIGRATIONS, CATALOGUE_FILE, SCHEMA_VERSION, Catalogue
-from xtalwatch.identity import ImageIdentity
-from xtalwatch.probe import probe_bytes
+from xtalwatch.plate import ImageIdentity
+from xtalwatch.preprocess.probe import probe_bytes
+from xtalwatch.store.catalogue import _MIGRATIONS, CATALOGUE_FILE, SCHEMA_VERSION, Catalogue
 
 
 def test_new_catalogue_is_wal_and_current(tmp_path: Path) -> None:

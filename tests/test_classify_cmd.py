@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from xtalwatch.bundle import build_bundle
 from xtalwatch.cli import main
 from xtalwatch.config import ClassifyConfig
-from xtalwatch.synth.render import render_drop
+from xtalwatch.learn.bundle import build_bundle
+from xtalwatch.tools.synth.render import render_drop
 
 CLASSES = ("clear", "precipitate", "needles")
 
@@ -39,7 +39,7 @@ def bundle_dir(frames: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     files = sorted(frames.glob("*/*.jpg"))
     crops = np.stack([preprocess_array(cv2.imread(str(f)), cfg).crop for f in files])
     labels = [f.parent.name for f in files]
-    from xtalwatch.simclr.encoder import build_encoder
+    from xtalwatch.learn.simclr.encoder import build_encoder
 
     bundle = build_bundle(build_encoder(16, small_stem=False), crops, labels, ClassifyConfig(knn_k=3), "test-v1")
     out = tmp_path_factory.mktemp("models") / "test-v1"

@@ -67,7 +67,7 @@ def test_logs_under_journald_have_priorities_and_no_colour(tmp_path: Path) -> No
     proc = xtalwatch("ingest", str(tmp_path / "img"), "--state", str(tmp_path / "s"), env=env)
     lines = [line for line in proc.stderr.splitlines() if line]
     assert lines and all(line.startswith("<") for line in lines), proc.stderr
-    assert any(line.startswith("<4>WARNING xtalwatch.ingest: rejected") for line in lines)
+    assert any(line.startswith("<4>WARNING xtalwatch.stages.ingest: rejected") for line in lines)
     assert "\033[" not in proc.stderr
 
 

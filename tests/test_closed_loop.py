@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 from conftest import RunningService, wait_for
-from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import Settings, load_settings
-from xtalwatch.labels import import_labels
-from xtalwatch.outcome import CRYSTAL_CLASSES
-from xtalwatch.retrain import run_retrain
-from xtalwatch.synth import generate_plates
+from xtalwatch.learn.retrain import run_retrain
+from xtalwatch.stages.well_outcome import CRYSTAL_CLASSES
+from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.labels import import_labels
+from xtalwatch.tools.synth import generate_plates
 
 pytestmark = pytest.mark.slow
 

@@ -95,7 +95,7 @@ def test_default_config_file_is_current_and_documented() -> None:
     """The shipped YAML is exactly what the model renders, and every key has a description."""
     from pydantic import BaseModel
     from xtalwatch.config import Settings
-    from xtalwatch.config_doc import render_default_config
+    from xtalwatch.tools.config_doc import render_default_config
 
     assert (REPO / "config" / "xtalwatch.yaml").read_text() == render_default_config(), (
         "config/xtalwatch.yaml is stale: run `xtalwatch config default > config/xtalwatch.yaml`")

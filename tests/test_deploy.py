@@ -22,8 +22,8 @@ import pytest
 import yaml
 from conftest import require_tool
 from prometheus_client.parser import text_string_to_metric_families
-from xtalwatch.metrics import Metrics
-from xtalwatch.web import WebServer, build_app
+from xtalwatch.observe.metrics import Metrics
+from xtalwatch.observe.web import WebServer, build_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

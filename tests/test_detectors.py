@@ -6,8 +6,8 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from xtalwatch.alerts.detectors import disk_low, drift_distance, expected_seconds_between, imager_stalled
 from xtalwatch.config import AlertsConfig
-from xtalwatch.detectors import disk_low, drift_distance, expected_seconds_between, imager_stalled
 
 UTC = dt.UTC
 H = 3600.0

@@ -13,7 +13,7 @@ import pytest
 import torch
 from xtalwatch.cli import main
 from xtalwatch.config import load_settings
-from xtalwatch.doctor import (
+from xtalwatch.observe.doctor import (
     check_disk,
     check_gpu,
     check_inotify,
@@ -25,8 +25,8 @@ from xtalwatch.doctor import (
     exit_code,
     format_check,
 )
-from xtalwatch.metrics import Metrics
-from xtalwatch.web import WebServer, build_app
+from xtalwatch.observe.metrics import Metrics
+from xtalwatch.observe.web import WebServer, build_app
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 from xtalwatch.cli import main
-from xtalwatch.evaluate import METHODS, labelled_subset, stratified_split
-from xtalwatch.synth.render import render_drop
+from xtalwatch.learn.evaluate import METHODS, labelled_subset, stratified_split
+from xtalwatch.tools.synth.render import render_drop
 
 
 @pytest.fixture(scope="module")

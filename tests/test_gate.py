@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from xtalwatch.config import RetrainConfig
-from xtalwatch.gate import (
+from xtalwatch.learn.gate import (
     GateMetrics,
     feature_std,
     gate,

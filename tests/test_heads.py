@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from xtalwatch.heads import fit_knn, fit_linear, fit_temperature, l2_normalise, nll, softmax
-from xtalwatch.heads.finetune import Classifier, FitConfig, distil, fit_classifier, predict_logits
-from xtalwatch.heads.linear import class_weights
-from xtalwatch.simclr.encoder import build_encoder
-from xtalwatch.simclr.heads import build_head
+from xtalwatch.learn.features import l2_normalise
+from xtalwatch.learn.heads import fit_knn, fit_linear, fit_temperature, nll, softmax
+from xtalwatch.learn.heads.finetune import Classifier, FitConfig, distil, fit_classifier, predict_logits
+from xtalwatch.learn.heads.linear import class_weights
+from xtalwatch.learn.simclr.encoder import build_encoder
+from xtalwatch.learn.simclr.heads import build_head
 
 
 def _blobs(n_per: list[int], dim: int = 32, spread: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import jpeg_bytes, make_settings, tree_snapshot, wait_for
-from xtalwatch.catalogue import Catalogue
+from xtalwatch.store.catalogue import Catalogue
 
 
 def test_files_written_while_stopped_are_picked_up(folders: tuple[Path, Path], start_service) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import ClassifyConfig
-from xtalwatch.identity import ImageIdentity
-from xtalwatch.labels import import_labels, latest_labels
-from xtalwatch.probe import probe_bytes
+from xtalwatch.plate import ImageIdentity
+from xtalwatch.preprocess.probe import probe_bytes
+from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.labels import import_labels, latest_labels
 
 
 def _catalogue_with_images(tmp_path: Path, n: int = 3) -> tuple[Catalogue, list[Path]]:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from conftest import require_tool
 from prometheus_client.parser import text_string_to_metric_families
-from xtalwatch.metrics import LABEL_NAMES, QUEUE_STAGES, Metrics
-from xtalwatch.web import WebServer, build_app
+from xtalwatch.observe.metrics import LABEL_NAMES, QUEUE_STAGES, Metrics
+from xtalwatch.observe.web import WebServer, build_app
 
 # Labels of the standard collectors (python_info); everything xtalwatch_* must use LABEL_NAMES.
 PLATFORM_LABELS = {"implementation", "major", "minor", "patchlevel", "version"}

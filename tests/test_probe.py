@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from xtalwatch.probe import Rejection, probe_bytes
+from xtalwatch.preprocess.probe import Rejection, probe_bytes
 
 
 @pytest.mark.parametrize(("ext", "shape", "dtype"), [

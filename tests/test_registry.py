@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from xtalwatch.catalogue import Catalogue
-from xtalwatch.registry import ModelRegistry, RegistryError, new_version
+from xtalwatch.learn.registry import ModelRegistry, RegistryError, new_version
+from xtalwatch.store.catalogue import Catalogue
 
 
 class FileBundle:

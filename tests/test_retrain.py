@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from retrain_helpers import CLASSES, make_state, tiny_settings
-from xtalwatch.bundle import ModelBundle
-from xtalwatch.catalogue import Catalogue
-from xtalwatch.registry import ModelRegistry
-from xtalwatch.retrain import _training_lock, count_usable, gather_usable, run_retrain
+from xtalwatch.learn.bundle import ModelBundle
+from xtalwatch.learn.registry import ModelRegistry
+from xtalwatch.learn.retrain import _training_lock, count_usable, gather_usable, run_retrain
+from xtalwatch.store.catalogue import Catalogue
 
 
 def test_refuses_with_the_counts_below_min_images(tmp_path: Path) -> None:

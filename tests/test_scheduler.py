@@ -10,11 +10,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from conftest import wait_for
 from retrain_helpers import make_state, tiny_settings
-from xtalwatch.catalogue import Catalogue
 from xtalwatch.config import RetrainConfig
-from xtalwatch.registry import ModelRegistry
-from xtalwatch.retrain import RetrainOutcome
-from xtalwatch.scheduler import JOB_ID, RetrainScheduler, build_trigger, first_training_due, local_zone
+from xtalwatch.learn.registry import ModelRegistry
+from xtalwatch.learn.retrain import RetrainOutcome
+from xtalwatch.learn.scheduler import JOB_ID, RetrainScheduler, build_trigger, first_training_due, local_zone
+from xtalwatch.store.catalogue import Catalogue
 
 
 def test_default_is_nightly_at_two_in_the_local_zone() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from xtalwatch import sdnotify
+from xtalwatch.observe import sdnotify
 
 
 class Listener:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from xtalwatch.simclr.augment import (
+from xtalwatch.learn.simclr.augment import (
     AugmentStrength,
     apply_view,
     augment_pair,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from xtalwatch.config import PreprocessConfig
-from xtalwatch.simclr.data import from_arrays, list_images, load_folder, prepare_crop
+from xtalwatch.learn.simclr.data import from_arrays, list_images, load_folder, prepare_crop
 
 
 def _write_images(root: Path, n: int) -> None:

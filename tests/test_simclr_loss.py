@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import xtalwatch
-from xtalwatch.simclr.loss import nt_xent_loss, nt_xent_rows
+from xtalwatch.learn.simclr.loss import nt_xent_loss, nt_xent_rows
 
 
 def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 from torchvision.models import resnet18
-from xtalwatch.simclr import build_encoder, build_head, embed
-from xtalwatch.simclr.encoder import use_small_stem
+from xtalwatch.learn.features import embed
+from xtalwatch.learn.simclr import build_encoder, build_head
+from xtalwatch.learn.simclr.encoder import use_small_stem
 
 
 def test_small_stem_is_automatic_at_64_px_and_below() -> None:

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from xtalwatch.cli import main
 from xtalwatch.config import TrainConfig
-from xtalwatch.simclr import (
+from xtalwatch.learn.features import embed
+from xtalwatch.learn.simclr import (
     DatasetTooSmall,
     TrainingDiverged,
-    embed,
     from_arrays,
     load_checkpoint,
     load_encoder,
@@ -97,7 +97,7 @@ def test_resume_after_kill_gives_the_same_loss_curve(tmp_path: Path) -> None:
 
 def test_out_of_memory_halves_the_batch_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = TrainConfig(**{**TINY, "batch_size": 8}, max_steps=2, checkpoint_every_steps=100)
-    with caplog.at_level(logging.WARNING, logger="xtalwatch.simclr.train"):
+    with caplog.at_level(logging.WARNING, logger="xtalwatch.learn.simclr.train"):
         result = train(cfg, from_arrays(_arrays()), tmp_path, progress=False, fault_max_batch=2)
     assert result.batch_size == 2 and result.steps == 2 and all(np.isfinite(result.losses))
     assert len(result.warnings) == 2 and "retrying with 4" in result.warnings[0]

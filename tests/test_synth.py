@@ -9,12 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from xtalwatch.synth import CLASSES, generate_plates, is_allowed, parse_balance, plan_jobs, render_drop
-from xtalwatch.synth.crystals import content_transmission
-from xtalwatch.synth.layouts import make_plates, relpath
-from xtalwatch.synth.render import drop_region
-from xtalwatch.synth.scene import sample_scene
-from xtalwatch.synth.timeline import ALLOWED, sample_timeline
+from xtalwatch.tools.synth import CLASSES, generate_plates, is_allowed, parse_balance, plan_jobs, render_drop
+from xtalwatch.tools.synth.crystals import content_transmission
+from xtalwatch.tools.synth.layouts import make_plates, relpath
+from xtalwatch.tools.synth.render import drop_region
+from xtalwatch.tools.synth.scene import sample_scene
+from xtalwatch.tools.synth.timeline import ALLOWED, sample_timeline
 from xtalwatch_plugins.adapters.export import ExportAdapter
 from xtalwatch_plugins.adapters.minstrel import MinstrelAdapter
 from xtalwatch_plugins.adapters.rockmaker import RockMakerAdapter

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 from xtalwatch.cli import main
-from xtalwatch.synth import generate_plates, read_labels
-from xtalwatch.synth.writer import encode, write_partially
+from xtalwatch.tools.synth import generate_plates, read_labels
+from xtalwatch.tools.synth.writer import encode, write_partially
 
 
 def _files(root: Path) -> list[Path]:

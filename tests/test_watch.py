@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import jpeg_bytes, make_settings, wait_for
-from xtalwatch.watch import SettleTracker, is_ignored
+from xtalwatch.stages.watch import SettleTracker, is_ignored
 
 
 def test_ignore_globs() -> None:

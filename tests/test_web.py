@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from xtalwatch.config import load_settings
-from xtalwatch.metrics import Metrics
-from xtalwatch.web import WebServer, build_app
+from xtalwatch.observe.metrics import Metrics
+from xtalwatch.observe.web import WebServer, build_app
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ __all__ = ["__version__", "nt_xent_loss"]
 def __getattr__(name: str):
     # Lazy, so that `import xtalwatch` (and every CLI command) does not pay for importing torch.
     if name == "nt_xent_loss":
-        from xtalwatch.simclr.loss import nt_xent_loss
+        from xtalwatch.learn.simclr.loss import nt_xent_loss
 
         return nt_xent_loss
     raise AttributeError(f"module 'xtalwatch' has no attribute {name!r}")

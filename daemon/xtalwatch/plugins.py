@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from xtalwatch.identity import ImageIdentity
+from xtalwatch.plate import ImageIdentity
 
 __all__ = ["InstrumentAdapter", "PluginError", "PluginRegistry", "ENTRY_POINT_GROUP"]
 

@@ -21,22 +21,23 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from xtalwatch import events as ev
-from xtalwatch import sdnotify
-from xtalwatch.alerts import AlertDispatcher
-from xtalwatch.catalogue import Catalogue
-from xtalwatch.classify_stage import ClassifyStage
+from xtalwatch.alerts import events as ev
+from xtalwatch.alerts.checks import DriftMonitor, HealthChecks
+from xtalwatch.alerts.dispatch import AlertDispatcher, raise_event
 from xtalwatch.config import Settings
-from xtalwatch.hits import DriftMonitor, HealthChecks, HitTracker, raise_event
-from xtalwatch.identify import AdapterChain
-from xtalwatch.ingest import Ingestor, changed_ns
-from xtalwatch.metrics import Metrics
+from xtalwatch.learn.retrain import RetrainOutcome, count_usable
+from xtalwatch.learn.scheduler import RetrainScheduler, first_training_due
+from xtalwatch.observe import sdnotify
+from xtalwatch.observe.metrics import Metrics
+from xtalwatch.observe.web import WebServer, build_app
 from xtalwatch.plugins import PluginRegistry
-from xtalwatch.preprocess_pool import PreprocessPool, status_for
-from xtalwatch.retrain import RetrainOutcome, count_usable
-from xtalwatch.scheduler import RetrainScheduler, first_training_due
-from xtalwatch.watch import FolderWatcher, SettleTracker, scan_folder
-from xtalwatch.web import WebServer, build_app
+from xtalwatch.stages.adapters import AdapterChain
+from xtalwatch.stages.classify import ClassifyStage
+from xtalwatch.stages.ingest import Ingestor, changed_ns
+from xtalwatch.stages.outcomes import HitTracker
+from xtalwatch.stages.preprocess import PreprocessPool, status_for
+from xtalwatch.stages.watch import FolderWatcher, SettleTracker, scan_folder
+from xtalwatch.store.catalogue import Catalogue
 
 __all__ = ["Service"]
 
@@ -314,6 +315,6 @@ class Service:
                 and (self.classify is None or self.classify.idle()))
 
     def status_summary(self) -> dict[str, Any]:
-        from xtalwatch.status import collect_status
+        from xtalwatch.observe.status import collect_status
 
         return collect_status(self.settings.state.dir)

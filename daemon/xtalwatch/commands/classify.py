@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _files(paths: list[Path]) -> list[Path]:
-    from xtalwatch.simclr.data import list_images
+    from xtalwatch.learn.simclr.data import list_images
 
     out: list[Path] = []
     for p in paths:
@@ -38,7 +38,7 @@ def classify_files(bundle, files: list[Path], settings) -> list[dict]:
     """Preprocess each file like the service does, then classify all the crops in one batch."""
     import numpy as np
 
-    from xtalwatch.bundle import NoClassifier, calls
+    from xtalwatch.learn.bundle import NoClassifier, calls
     from xtalwatch.preprocess import DecodeError, decode_bytes, preprocess_array
 
     classify_cfg = settings.classify
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"xtalwatch classify: no model yet at {model_dir} (train one, or name a bundle with --model DIR)",
               file=sys.stderr)
         return 1
-    from xtalwatch.bundle import ModelBundle
+    from xtalwatch.learn.bundle import ModelBundle
 
     bundle = ModelBundle.load(model_dir)
     results = classify_files(bundle, _files(args.paths), settings)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_default(args: argparse.Namespace) -> int:
-    from xtalwatch.config_doc import render_default_config
+    from xtalwatch.tools.config_doc import render_default_config
 
     print(render_default_config(), end="")
     return 0

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtalwatch.demo import DemoOptions, run_demo
+    from xtalwatch.tools.demo import DemoOptions, run_demo
 
     width, height = (int(v) for v in args.image_size.lower().split("x"))
     options = DemoOptions(out=args.out, plates=args.plates, wells=args.wells, drops=args.drops,

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtalwatch.doctor import Check, check_gpu, check_user, exit_code, format_check, run_checks
+    from xtalwatch.observe.doctor import Check, check_gpu, check_user, exit_code, format_check, run_checks
 
     path = args.config if args.config is not None else default_config_path()
     try:

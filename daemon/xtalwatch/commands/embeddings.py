@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _from_catalogue(settings) -> tuple[list, list[dict]]:
     import cv2
 
-    from xtalwatch.catalogue import Catalogue
+    from xtalwatch.store.catalogue import Catalogue
 
     cat = Catalogue(settings.state.dir)
     try:
@@ -58,7 +58,7 @@ def _from_catalogue(settings) -> tuple[list, list[dict]]:
 def _from_folder(root: Path, settings, size: int, preprocess: bool) -> tuple[list, list[dict]]:
     import cv2
 
-    from xtalwatch.simclr.data import list_images, prepare_crop
+    from xtalwatch.learn.simclr.data import list_images, prepare_crop
 
     crops, index = [], []
     cfg = settings.preprocess if preprocess else None
@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     import numpy as np
 
-    from xtalwatch.bundle import ModelBundle, calls, to_model_rgb
-    from xtalwatch.embeddings import project_2d, save_map, write_embeddings
+    from xtalwatch.learn.bundle import ModelBundle, calls
+    from xtalwatch.learn.features import to_model_rgb
+    from xtalwatch.tools.embeddings import project_2d, save_map, write_embeddings
 
     model_dir = args.model or settings.state.dir / "models" / "current"
     if not (model_dir / "bundle.json").is_file():

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **{"train.epochs": args.epochs, "train.image_size": args.image_size,
                                            "train.batch_size": args.batch_size, "train.seed": args.seed,
                                            "train.small_stem": stem})
-    from xtalwatch.evaluate import METHODS, EvalConfig, run_evaluation
-    from xtalwatch.evaluate.report import write_html
+    from xtalwatch.learn.evaluate import METHODS, EvalConfig, run_evaluation
+    from xtalwatch.learn.evaluate.report import write_html
 
     methods = args.methods.split(",") if args.methods else list(METHODS)
     out = args.out or args.json.with_suffix("")

@@ -25,13 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtalwatch.catalogue import Catalogue
-    from xtalwatch.identify import AdapterChain
-    from xtalwatch.ingest import Ingestor
-    from xtalwatch.metrics import Metrics
+    from xtalwatch.observe.metrics import Metrics
     from xtalwatch.plugins import PluginRegistry
-    from xtalwatch.preprocess_pool import PreprocessPool
-    from xtalwatch.watch import scan_folder
+    from xtalwatch.stages.adapters import AdapterChain
+    from xtalwatch.stages.ingest import Ingestor
+    from xtalwatch.stages.preprocess import PreprocessPool
+    from xtalwatch.stages.watch import scan_folder
+    from xtalwatch.store.catalogue import Catalogue
 
     settings = settings_from_args(args)
     catalogue = Catalogue(settings.state.dir)

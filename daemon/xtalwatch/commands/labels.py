@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from xtalwatch.catalogue import Catalogue
-    from xtalwatch.labels import import_labels
+    from xtalwatch.store.catalogue import Catalogue
+    from xtalwatch.store.labels import import_labels
 
     cat = Catalogue(settings.state.dir)
     try:

@@ -36,8 +36,8 @@ def _accuracy(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtalwatch.catalogue import Catalogue
-    from xtalwatch.registry import ModelRegistry, RegistryError
+    from xtalwatch.learn.registry import ModelRegistry, RegistryError
+    from xtalwatch.store.catalogue import Catalogue
 
     settings = settings_from_args(args)
     state = settings.state.dir

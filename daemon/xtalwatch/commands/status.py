@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtalwatch.status import collect_status
+    from xtalwatch.observe.status import collect_status
 
     settings = settings_from_args(args)
     try:

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from xtalwatch.synth.layouts import LAYOUTS
+from xtalwatch.tools.synth.layouts import LAYOUTS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xtalwatch.synth.generate import default_labels_path, generate_plates
-    from xtalwatch.synth.timeline import parse_balance
+    from xtalwatch.tools.synth.generate import default_labels_path, generate_plates
+    from xtalwatch.tools.synth.timeline import parse_balance
 
     try:
         parse_balance(args.class_balance)

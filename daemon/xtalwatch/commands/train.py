@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print("xtalwatch train: --now trains on the catalogue; it cannot be combined with --images", file=sys.stderr)
         return 2
     if args.images is None:  # the catalogue: every usable image of <state>, as the scheduler would
-        from xtalwatch.retrain import run_retrain
+        from xtalwatch.learn.retrain import run_retrain
 
         outcome = run_retrain(settings, now=True, progress=not args.no_progress)
         print(outcome.summary())
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or settings.state.dir / "training" / time.strftime("run-%Y%m%d-%H%M%S")
     cache = args.cache or settings.state.dir / "cache" / "crops"
 
-    from xtalwatch.simclr import DatasetTooSmall, TrainingDiverged, load_folder, train
+    from xtalwatch.learn.simclr import DatasetTooSmall, TrainingDiverged, load_folder, train
 
     cfg = settings.train
     try:

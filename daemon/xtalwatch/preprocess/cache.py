@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import cv2
 import numpy as np
 
 from xtalwatch.config import PreprocessConfig
+from xtalwatch.files import atomic_write
 
 __all__ = ["CachePaths", "config_fingerprint", "file_sha256", "read_json", "write_jpeg_atomic", "write_json_atomic", "write_png_atomic"]
 
@@ -45,21 +44,9 @@ class CachePaths:
         self.full_crop = self.folder / f"{sha256}_full.jpg"
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    # A reader (or a second worker on the same frame) never sees a half-written file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 def write_png_atomic(path: Path, image: np.ndarray, compression: int = 1) -> None:
@@ -67,14 +54,14 @@ def write_png_atomic(path: Path, image: np.ndarray, compression: int = 1) -> Non
     ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
         raise OSError(f"could not encode {path.name}")
-    _atomic_write(path, encoded.tobytes())
+    atomic_write(path, encoded.tobytes())
 
 
 def write_jpeg_atomic(path: Path, image: np.ndarray, quality: int = 95) -> None:
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"could not encode {path.name}")
-    _atomic_write(path, encoded.tobytes())
+    atomic_write(path, encoded.tobytes())
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

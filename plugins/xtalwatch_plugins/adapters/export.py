@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from xtalwatch.identity import ImageIdentity, parse_well
+from xtalwatch.plate import ImageIdentity, parse_well
 
 _NAME = re.compile(r"^(?P<plate>[A-Za-z0-9-]+)_(?P<col>\d{1,2})(?P<row>[A-Za-z]{1,2})_(?P<drop>\d+)\.[A-Za-z0-9]+$")
 _INSPECTION_DIR = re.compile(r"^(?:inspection|insp|i)[_-]?(\d+)$", re.IGNORECASE)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from xtalwatch.identity import ImageIdentity, well_name
+from xtalwatch.plate import ImageIdentity, well_name
 
 _NAME = re.compile(
     r"^(?P<prefix>.+?)_(?P<plate>[0-9A-Z]{12})_(?P<inspection>\d{3})_(?P<date>\d{6})_(?P<row>\d{2})_(?P<col>\d{2})"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from xtalwatch.identity import ImageIdentity, Imaging, parse_well
+from xtalwatch.plate import ImageIdentity, Imaging, parse_well
 
 
 class RegexAdapter:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from xtalwatch.identity import ImageIdentity, well_from_index
+from xtalwatch.plate import ImageIdentity, well_from_index
 
 _PATH = re.compile(
     r"(?:^|/)plateID_(?P<plate>[^/]+)/batchID_(?P<batch>\d+)/wellNum_(?P<well>\d+)/profileID_(?P<profile>\d+)/"

@@ -1,0 +1,273 @@
+"""Alerts: what a sink receives, the sink interface, and the dispatcher that never blocks ingest.
+
+``AlertDispatcher.publish`` only checks the dedupe window and each sink's token bucket and puts
+the alert on that sink's bounded queue; one worker thread per sink does the sending, retrying a
+failure with exponential back-off. A slow or dead sink therefore delays nothing but its own
+queue: not the caller (the service loop), and not the other sinks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from xtalwatch.alerts import events as ev
+from xtalwatch.config import AlertsConfig, LogSinkConfig
+from xtalwatch.observe.metrics import Metrics
+from xtalwatch.plugins import PluginError, PluginRegistry
+from xtalwatch.store.catalogue import Catalogue
+
+__all__ = ["Alert", "AlertSink", "AlertDispatcher", "Severity", "TokenBucket", "alert_for", "raise_event"]
+
+log = logging.getLogger(__name__)
+
+Severity = Literal["info", "warning", "critical"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message for people. ``text`` is a single human line; ``fields`` the structured details."""
+
+    kind: str
+    severity: Severity
+    title: str
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    dedupe_key: str = ""  # empty: never deduplicated
+    created_at: float = field(default_factory=time.time)  # Unix seconds
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict with ``created_at`` also as ISO 8601 UTC (``created``)."""
+        data = asdict(self)
+        data["created"] = dt.datetime.fromtimestamp(self.created_at, dt.UTC).isoformat(timespec="seconds")
+        return data
+
+
+@runtime_checkable
+class AlertSink(Protocol):
+    """Delivers alerts somewhere. Built once from its config section; ``send`` raises on failure."""
+
+    name: str
+    kind: str  # "sink"
+
+    def send(self, alert: Alert) -> None:
+        """Deliver ``alert`` or raise; the dispatcher retries and counts failures."""
+        ...
+
+
+# -- events to alerts -----------------------------------------------------------------------
+def _pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, int | float) else "?"
+
+
+def _gb(n: Any) -> str:
+    return f"{n / 1e9:.1f} GB" if isinstance(n, int | float) else "?"
+
+
+def alert_for(event: ev.Event) -> Alert:
+    """The alert for ``event``: severity, title, one line of text, and the dedupe key of its kind."""
+    p = event.payload
+    fields = {k: v for k, v in p.items() if v is not None}
+    if event.kind == ev.CRYSTAL_HIT:
+        where = f"plate {p.get('plate')} well {p.get('well')}" + (f" drop {p['drop']}" if p.get("drop") is not None else "")
+        return Alert(event.kind, "info", f"Crystal hit: {p.get('plate')} {p.get('well')}",
+                     f"{p.get('class')} in {where} (confidence {_pct(p.get('confidence'))})", fields,
+                     f"crystal_hit:{p.get('plate')}:{p.get('well')}", event.created_at)
+    if event.kind == ev.IMAGER_STALLED:
+        hours = (p.get("silent_seconds") or 0) / 3600
+        return Alert(event.kind, "warning", "Imager stalled",
+                     f"no new image for {hours:.1f} h of expected imaging hours", fields, "imager_stalled",
+                     event.created_at)
+    if event.kind == ev.TRAINING_FAILED:
+        return Alert(event.kind, "warning", "Training failed", f"training failed: {p.get('reason')}", fields,
+                     f"training_failed:{p.get('run') or p.get('reason')}", event.created_at)
+    if event.kind == ev.MODEL_PROMOTED:
+        return Alert(event.kind, "info", f"Model {p.get('version')} promoted",
+                     f"model {p.get('version')} now serves (was {p.get('previous_version') or 'none'})", fields,
+                     f"model_promoted:{p.get('version')}", event.created_at)
+    if event.kind == ev.MODEL_REJECTED:
+        return Alert(event.kind, "warning", f"Model {p.get('version')} rejected",
+                     f"model {p.get('version')} failed the promotion gate: {p.get('reason')}", fields,
+                     f"model_rejected:{p.get('version')}", event.created_at)
+    if event.kind == ev.DISK_LOW:
+        return Alert(event.kind, "critical", "Disk space low",
+                     f"{_gb(p.get('free_bytes'))} free of {_gb(p.get('total_bytes'))} at {p.get('path')}", fields,
+                     "disk_low", event.created_at)
+    if event.kind == ev.DRIFT:
+        return Alert(event.kind, "warning", "Image drift",
+                     f"new images moved {p.get('distance')} from the training data (threshold {p.get('threshold')})",
+                     fields, "drift", event.created_at)
+    raise ValueError(f"no alert format for event kind {event.kind!r}")  # pragma: no cover - kinds are checked
+
+
+# -- rate limit -------------------------------------------------------------------------------
+class TokenBucket:
+    """``burst`` tokens, refilled at ``rate_per_second``; ``take()`` is True when one was there."""
+
+    def __init__(self, rate_per_second: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        if rate_per_second <= 0 or burst < 1:
+            raise ValueError(f"rate_per_second must be > 0 and burst >= 1, got {rate_per_second}, {burst}")
+        self.rate, self.burst, self._clock = rate_per_second, burst, clock
+        self._tokens, self._at = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+# -- the dispatcher ---------------------------------------------------------------------------
+_CLOSE = object()
+
+
+def build_sinks(config: AlertsConfig, registry: PluginRegistry) -> list[tuple[str, AlertSink]]:
+    """Instantiate the configured sinks (one ``log`` sink when none are), each with its label."""
+    built: list[tuple[str, AlertSink]] = []
+    for section in config.sinks or [LogSinkConfig()]:
+        label = section.name or section.type
+        cls = registry.get("sink", section.type)  # raises PluginError naming the sink
+        try:
+            sink = cls(section)
+        except Exception as exc:
+            raise PluginError(f"alert sink {label!r} ({section.type}): {type(exc).__name__}: {exc}") from exc
+        if not isinstance(sink, AlertSink) or getattr(sink, "kind", None) != "sink":
+            raise PluginError(f"alert sink {label!r} ({section.type}): not a sink (needs name, kind='sink', send())")
+        built.append((label, sink))
+    return built
+
+
+class _Worker:
+    """One sink's queue, bucket and thread."""
+
+    def __init__(self, label: str, sink: AlertSink, config: AlertsConfig):
+        self.label, self.sink = label, sink
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
+        self.bucket = TokenBucket(config.rate_per_minute / 60.0, config.burst)
+        self.suppressed = 0  # alerts dropped by the rate limit since the last one that went through
+        self.thread: threading.Thread | None = None
+
+
+class AlertDispatcher:
+    """Deduplicates, rate-limits and delivers alerts to every sink on its own thread.
+
+    ``publish`` returns at once; ``close(timeout)`` lets the queues drain, then gives up.
+    """
+
+    def __init__(self, config: AlertsConfig, registry: PluginRegistry, metrics: Metrics):
+        self.config, self.metrics = config, metrics
+        self._workers = [_Worker(label, sink, config) for label, sink in build_sinks(config, registry)]
+        self._seen: dict[str, float] = {}  # dedupe key -> monotonic time it was last published
+        self._lock = threading.Lock()
+        self._abort = threading.Event()  # set when close() runs out of time: stop retrying
+        self._closed = False
+        for w in self._workers:
+            metrics.alerts_sent.labels(sink=w.label)  # the series exist (at 0) before the first alert
+            metrics.alerts_failed.labels(sink=w.label)
+            w.thread = threading.Thread(target=self._run, args=(w,), name=f"alert-sink-{w.label}", daemon=True)
+            w.thread.start()
+
+    @property
+    def sinks(self) -> dict[str, AlertSink]:
+        """The sink objects by label, in config order."""
+        return {w.label: w.sink for w in self._workers}
+
+    def publish(self, alert: Alert) -> bool:
+        """Queue ``alert`` for every sink; False when it was a duplicate (or alerts are off or closed)."""
+        if not self.config.enabled or self._closed:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if alert.dedupe_key:
+                last = self._seen.get(alert.dedupe_key)
+                if last is not None and now - last < self.config.dedupe_window_seconds:
+                    log.debug("alert %s: duplicate of one sent %.0f s ago, not sent", alert.dedupe_key, now - last)
+                    return False
+                self._seen[alert.dedupe_key] = now
+                if len(self._seen) > 10_000:  # forget expired keys so a long run does not grow without bound
+                    self._seen = {k: t for k, t in self._seen.items() if now - t < self.config.dedupe_window_seconds}
+            for w in self._workers:
+                if not w.bucket.take():
+                    w.suppressed += 1
+                    # One warning per burst; the rest at debug level (the next alert sent carries the count).
+                    level = logging.WARNING if w.suppressed == 1 else logging.DEBUG
+                    log.log(level, "alert sink %s: rate limit, dropped %s alert %r (more are counted, not logged)",
+                            w.label, alert.kind, alert.title)
+                    continue
+                item, w.suppressed = self._with_suppressed(alert, w.suppressed), 0
+                try:
+                    w.queue.put_nowait(item)
+                except queue.Full:
+                    self.metrics.alerts_failed.labels(sink=w.label).inc()
+                    log.error("alert sink %s: queue full (%d), dropped %s alert %r", w.label, w.queue.maxsize,
+                              alert.kind, alert.title)
+        return True
+
+    @staticmethod
+    def _with_suppressed(alert: Alert, suppressed: int) -> Alert:
+        if not suppressed:
+            return alert
+        fields = {**alert.fields, "suppressed_before": suppressed}
+        return Alert(alert.kind, alert.severity, alert.title, f"{alert.text} (+{suppressed} alerts rate-limited)",
+                     fields, alert.dedupe_key, alert.created_at)
+
+    def _run(self, w: _Worker) -> None:
+        while True:
+            item = w.queue.get()
+            if item is _CLOSE or self._abort.is_set():  # closed, or close() ran out of time
+                return
+            self._deliver(w, item)
+
+    def _deliver(self, w: _Worker, alert: Alert) -> None:
+        delay = self.config.retry_initial_seconds
+        for attempt in range(1, self.config.retry_attempts + 1):
+            try:
+                w.sink.send(alert)
+            except Exception as exc:  # a sink may fail any way; it must never take the worker down
+                last_try = attempt == self.config.retry_attempts or self._abort.is_set()
+                log.warning("alert sink %s: %s alert %r failed (attempt %d/%d): %s: %s%s", w.label, alert.kind,
+                            alert.title, attempt, self.config.retry_attempts, type(exc).__name__, exc,
+                            "" if last_try else f"; retrying in {delay:.1f} s")
+                if last_try or self._abort.wait(delay):
+                    break
+                delay = min(delay * 2, self.config.retry_max_seconds)
+            else:
+                self.metrics.alerts_sent.labels(sink=w.label).inc()
+                return
+        self.metrics.alerts_failed.labels(sink=w.label).inc()
+        log.error("alert sink %s: gave up on %s alert %r", w.label, alert.kind, alert.title)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop taking alerts, let the queues drain for up to ``timeout`` s; True when all drained."""
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        for w in self._workers:
+            try:
+                w.queue.put(_CLOSE, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                pass
+        for w in self._workers:
+            assert w.thread is not None
+            w.thread.join(max(0.0, deadline - time.monotonic()))
+        self._abort.set()  # whatever is still retrying stops at its next wait
+        stuck = [w.label for w in self._workers if w.thread is not None and w.thread.is_alive()]
+        if stuck:
+            log.warning("alert sinks %s did not drain within %.1f s; their queued alerts are dropped",
+                        ", ".join(stuck), timeout)
+        return not stuck
+
+
+def raise_event(event: ev.Event, catalogue: Catalogue, alerts: AlertDispatcher | None) -> None:
+    """Store an event and hand its alert to the sinks (which never block the caller)."""
+    ev.record_event(catalogue, event)
+    if alerts is not None:
+        alerts.publish(alert_for(event))

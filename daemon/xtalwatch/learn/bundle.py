@@ -1,0 +1,205 @@
+"""The model bundle: encoder + head + calibration, one folder, the unit the registry serves.
+
+A bundle folder holds ``encoder.pt`` (the SimCLR encoder's weights), ``head.pt`` (linear
+weights or a kNN bank; absent before the first labels) and ``bundle.json`` (version, classes,
+crop size, calibration temperature, metrics, data fingerprint, training config). It is written
+into a temporary folder beside ``<folder>`` and renamed, so a reader sees a whole bundle or none.
+
+Crops go in as the service stores them: uint8 (N, S, S, 3) **BGR** (OpenCV's order, what
+``preprocess_array`` returns and ``cv2.imread`` gives for the catalogue's crop PNGs) or grey
+(N, S, S[, 1]). They are resized to the bundle's size if needed and turned to RGB here, once,
+because the encoder was trained on RGB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xtalwatch.config import ClassifyConfig
+from xtalwatch.files import atomic_dir
+from xtalwatch.learn.features import embed, l2_normalise, to_model_rgb
+from xtalwatch.learn.heads.calibrate import fit_temperature, nll, softmax
+from xtalwatch.learn.heads.knn import KnnHead, fit_knn
+from xtalwatch.learn.heads.linear import LinearHead, fit_linear
+from xtalwatch.learn.simclr.encoder import Encoder
+
+__all__ = ["ModelBundle", "NoClassifier", "build_bundle", "map_labels", "calls", "FORMAT"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "xtalwatch-bundle/1"
+
+
+class NoClassifier(RuntimeError):
+    """The bundle has an encoder but no head (no labels yet): it can embed, not classify."""
+
+
+def map_labels(labels: Sequence[str], cfg: ClassifyConfig) -> list[str]:
+    """Fine labels folded onto ``cfg.classes`` (``needles`` → ``crystals``); unknown ones raise ValueError."""
+    out = []
+    for i, lab in enumerate(labels):
+        lab = cfg.subclass_of.get(lab, lab)
+        if lab not in cfg.classes:
+            raise ValueError(f"label {i}: unknown class {lab!r} (classes: {cfg.classes}, "
+                             f"sub-classes: {sorted(cfg.subclass_of)})")
+        out.append(lab)
+    return out
+
+
+class ModelBundle:
+    """Encoder, head and calibration temperature, with what identifies them."""
+
+    def __init__(self, *, version: str, encoder: Encoder, image_size: int, classes: list[str] | None = None,
+                 head: LinearHead | KnnHead | None = None, temperature: float = 1.0, channels: int = 3,
+                 metrics: dict | None = None, created_at: float | None = None, data_fingerprint: str = "",
+                 train_config: dict | None = None):
+        self.version, self.encoder, self.image_size, self.channels = version, encoder.eval(), image_size, channels
+        self.classes = list(classes or [])
+        self.head, self.temperature = head, float(temperature)
+        self.metrics = dict(metrics or {})
+        self.created_at = time.time() if created_at is None else created_at
+        self.data_fingerprint, self.train_config = data_fingerprint, dict(train_config or {})
+        if (head is None) != (not self.classes):
+            raise ValueError("a bundle has classes exactly when it has a head")
+
+    # -- inference ---------------------------------------------------------------------------
+    def embed(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """(N, S, S[, C]) uint8 service-layout crops → (N, 512) float32 encoder features."""
+        return embed(self.encoder, to_model_rgb(crops, self.image_size), batch_size)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """(N, 512) features → (N, K) uncalibrated head logits."""
+        if self.head is None:
+            raise NoClassifier(f"no labels yet: model {self.version} has an encoder but no classifier head; "
+                               "import labels (xtalwatch labels import) and retrain")
+        return self.head.logits(features)
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        """(N, K) calibrated probabilities, columns in ``classes`` order; raises NoClassifier without a head."""
+        if self.head is None:
+            self.logits(np.zeros((0, 512), np.float32))
+        return softmax(self.logits(self.embed(crops)), self.temperature)
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """Write the bundle into ``folder`` atomically (a temporary folder beside it, then a rename); ``folder`` must not exist."""
+        with atomic_dir(Path(folder)) as tmp:
+            self._write(tmp)
+
+    def _write(self, tmp: Path) -> None:
+        torch.save({"state_dict": self.encoder.state_dict(), "small_stem": self.encoder.small_stem}, tmp / "encoder.pt")
+        if self.head is not None:
+            torch.save(self.head.state(), tmp / "head.pt")
+        meta = {"format": FORMAT, "version": self.version, "classes": self.classes, "image_size": self.image_size,
+                "channels": self.channels, "channel_order": "bgr", "temperature": self.temperature,
+                "head": self.head.kind if self.head is not None else None, "metrics": self.metrics,
+                "created_at": self.created_at, "data_fingerprint": self.data_fingerprint,
+                "train_config": self.train_config}
+        (tmp / "bundle.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> ModelBundle:
+        """Read a bundle folder (or a symlink to one) written by :meth:`save`; CPU, eval mode."""
+        folder = Path(folder)
+        meta_path = folder / "bundle.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{folder}: not a model bundle (no bundle.json)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{folder}: unknown bundle format {meta.get('format')!r}")
+        enc_state = torch.load(folder / "encoder.pt", map_location="cpu", weights_only=True)
+        encoder = Encoder(small_stem=bool(enc_state["small_stem"]))
+        encoder.load_state_dict(enc_state["state_dict"])
+        encoder.to(memory_format=torch.channels_last)
+        head = None
+        if meta["head"] is not None:
+            state = torch.load(folder / "head.pt", map_location="cpu", weights_only=True)
+            head = LinearHead.from_state(state) if state["kind"] == "linear" else KnnHead.from_state(state)
+        return cls(version=meta["version"], encoder=encoder, image_size=meta["image_size"], classes=meta["classes"],
+                   head=head, temperature=meta["temperature"], channels=meta["channels"], metrics=meta["metrics"],
+                   created_at=meta["created_at"], data_fingerprint=meta["data_fingerprint"],
+                   train_config=meta["train_config"])
+
+
+def calls(bundle: ModelBundle, probs: np.ndarray, uncertain_below: float) -> list[dict]:
+    """One record per row of ``predict_proba``: class, confidence, probabilities, version, uncertain."""
+    out = []
+    for p in np.asarray(probs):
+        top = int(p.argmax())
+        out.append({"class": bundle.classes[top], "confidence": round(float(p[top]), 4),
+                    "probabilities": {c: round(float(v), 4) for c, v in zip(bundle.classes, p, strict=True)},
+                    "model_version": bundle.version, "uncertain": bool(p[top] < uncertain_below)})
+    return out
+
+
+def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A stratified (fit, holdout) split when every class has at least 2 labels, else None."""
+    counts = np.bincount(y)
+    if len(y) < 10 or (counts[counts > 0] < 2).any():
+        return None
+    from xtalwatch.learn.evaluate.split import stratified_split
+
+    return stratified_split(y, fraction, seed)
+
+
+def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str | None] | None,
+                 cfg: ClassifyConfig, version: str, *, image_size: int | None = None, data_fingerprint: str = "",
+                 train_config: dict | None = None, holdout_fraction: float = 0.2, seed: int = 0) -> ModelBundle:
+    """Fit the serving head and its temperature on the labelled crops, and wrap everything as a bundle.
+
+    Args:
+        encoder: the trained SimCLR encoder (eval mode is set here).
+        train_crops: (N, S, S[, C]) uint8 service-layout crops (BGR or grey).
+        labels: one class name per crop (None for an unlabelled crop), or None for no labels at all.
+            Sub-classes fold onto ``cfg.classes`` (``needles`` → ``crystals``).
+        cfg: the ``classify`` section: classes, serving head, kNN k and temperature.
+        version: the bundle's version string (the registry names it).
+        image_size: crop side the encoder expects (default: the crops' own size).
+
+    The head is fitted on a stratified 80 % of the labels and the temperature on the other 20 %
+    (its NLL and accuracies go into ``metrics``); the head is then refitted on every label with
+    that temperature kept. With too few labels to hold some out, T = 1.
+    """
+    size = image_size or int(np.asarray(train_crops).shape[1])
+    probe = ModelBundle(version=version, encoder=encoder, image_size=size)
+    metrics: dict = {}
+    labelled = [i for i, lab in enumerate(labels or []) if lab is not None]
+    feats = probe.embed(np.asarray(train_crops)[labelled] if labelled else np.asarray(train_crops)[:256])
+    f_norm = l2_normalise(feats)
+    metrics["feature_std"] = float(f_norm.std(axis=0).mean()) if len(f_norm) > 1 else 0.0
+    if not labelled:
+        return ModelBundle(version=version, encoder=encoder, image_size=size, metrics=metrics,
+                           data_fingerprint=data_fingerprint, train_config=train_config)
+    names = map_labels([labels[i] for i in labelled], cfg)
+    classes = [c for c in cfg.classes if c in set(names)]
+    y = np.array([classes.index(n) for n in names])
+    k = len(classes)
+
+    def fit(f: np.ndarray, yy: np.ndarray, kind: str):
+        return fit_knn(f, yy, k, cfg.knn_k, cfg.knn_temperature) if kind == "knn" else fit_linear(f, yy, k)
+
+    temperature = 1.0
+    split = _holdout(y, holdout_fraction, seed)
+    if split is not None and k >= 2:
+        fi, ho = split
+        for kind in ("linear", "knn"):
+            lg = fit(feats[fi], y[fi], kind).logits(feats[ho])
+            metrics[f"holdout_accuracy_{kind}"] = float((lg.argmax(1) == y[ho]).mean())
+            if kind == cfg.head:
+                temperature = fit_temperature(lg, y[ho])
+                metrics["holdout_nll_uncalibrated"] = nll(lg, y[ho])
+                metrics["holdout_nll_calibrated"] = nll(lg, y[ho], temperature)
+        metrics["holdout_size"] = int(len(ho))
+    metrics["n_labels"] = len(y)
+    metrics["label_counts"] = {c: int((y == i).sum()) for i, c in enumerate(classes)}
+    head = fit(feats, y, cfg.head)
+    return ModelBundle(version=version, encoder=encoder, image_size=size, classes=classes, head=head,
+                       temperature=temperature, metrics=metrics, data_fingerprint=data_fingerprint,
+                       train_config=train_config)

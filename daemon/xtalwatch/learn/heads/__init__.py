@@ -1,0 +1,15 @@
+"""Classifiers on top of the SimCLR encoder, and their calibration.
+
+``linear`` (logistic regression on L2-normalised features), ``knn`` (cosine, weighted votes),
+``finetune`` (SimCLRv2: fine-tune from the first projection layer, then optionally distil) and
+``calibrate`` (temperature scaling on held-out labels). Each head turns (N, 512) features into
+(N, K) logits; the bundle (``xtalwatch.learn.bundle``) divides them by the calibration temperature.
+"""
+
+from __future__ import annotations
+
+from xtalwatch.learn.heads.calibrate import fit_temperature, nll, softmax
+from xtalwatch.learn.heads.knn import KnnHead, fit_knn
+from xtalwatch.learn.heads.linear import LinearHead, fit_linear
+
+__all__ = ["fit_temperature", "nll", "softmax", "KnnHead", "fit_knn", "LinearHead", "fit_linear"]

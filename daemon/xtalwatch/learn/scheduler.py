@@ -1,0 +1,201 @@
+"""When retraining runs: an APScheduler 3.x job that starts the training child process.
+
+One :class:`RetrainScheduler` owns the ``BackgroundScheduler``. Its single job has a fixed id
+(``xtalwatch-retrain``), ``max_instances=1`` (a trigger while a run is going is skipped, never
+a second child), ``coalesce=True`` (runs missed while the service was down collapse into one)
+and a misfire grace of ``retrain.misfire_grace_hours``. The trigger is the cron line
+``retrain.schedule`` (nightly 02:00 in the host's local zone) or, when ``retrain.interval_hours``
+is set, an interval. A job store is not needed: the stable id plus coalescing is what makes a
+restart harmless, and the catalogue, not the scheduler, remembers what was trained on.
+
+The job runs ``python -m xtalwatch.learn.retrain`` in a new process, ``nice``d by ``retrain.nice``:
+training competes with ingest only for idle CPU, and all of its GPU memory is returned when it
+exits. When it ends, ``on_outcome`` is called with the :class:`RetrainOutcome` (on the
+scheduler's thread) so the service can count it, alert, and hot-swap a promoted model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from xtalwatch.config import RetrainConfig, Settings
+from xtalwatch.learn.retrain import TRAINING_DIR, RetrainOutcome
+
+__all__ = ["JOB_ID", "RetrainScheduler", "build_trigger", "first_training_due", "local_zone"]
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "xtalwatch-retrain"
+CHILD_LOG = "child.log"
+
+
+def local_zone() -> Any:
+    """The host's time zone, as APScheduler uses it by default."""
+    from tzlocal import get_localzone
+
+    return get_localzone()
+
+
+def build_trigger(cfg: RetrainConfig, timezone: Any = None) -> BaseTrigger:
+    """The cron trigger of ``cfg.schedule`` in the local zone, or an interval of ``cfg.interval_hours``."""
+    zone = timezone or local_zone()
+    if cfg.interval_hours is not None:
+        return IntervalTrigger(hours=cfg.interval_hours, timezone=zone)
+    return CronTrigger.from_crontab(cfg.schedule, timezone=zone)
+
+
+def first_training_due(usable_images: int, min_images: int) -> bool:
+    """Before any model exists: enough usable images for the first training?"""
+    return usable_images >= min_images
+
+
+class RetrainScheduler:
+    """The retraining schedule and the one training child it may have running."""
+
+    def __init__(self, settings: Settings, on_outcome: Callable[[RetrainOutcome], None] | None = None, *,
+                 trigger: BaseTrigger | None = None, timezone: Any = None):
+        """``trigger`` replaces the configured one (tests use a short interval)."""
+        self.settings = settings
+        self.on_outcome = on_outcome
+        self.timezone = timezone or local_zone()
+        self.trigger = trigger or build_trigger(settings.retrain, self.timezone)
+        self.children_started = 0
+        self.skipped_while_running = 0  # triggers that found a run going (max_instances at work)
+        self.last_outcome: RetrainOutcome | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._child_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._scheduler = BackgroundScheduler(
+            timezone=self.timezone, executors={"default": ThreadPoolExecutor(max_workers=2)})
+        self._scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.settings.retrain
+        kwargs: dict[str, Any] = {}
+        if not cfg.enabled:
+            kwargs["next_run_time"] = None  # added paused: only trigger_now() runs it
+        self._scheduler.add_job(
+            self._run_job, self.trigger, id=JOB_ID, name="retrain", replace_existing=True, max_instances=1,
+            coalesce=True, misfire_grace_time=int(cfg.misfire_grace_hours * 3600), **kwargs)
+        self._scheduler.start()
+        log.info("retraining %s; next run %s", "scheduled" if cfg.enabled else "only on request",
+                 self.next_run_time or "when triggered")
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop scheduling and end a running child (SIGTERM, then SIGKILL after ``timeout`` seconds)."""
+        self._stopping.set()
+        self._scheduler.shutdown(wait=False)
+        with self._child_lock:
+            child = self._child
+        if child is not None and child.poll() is None:
+            log.info("stopping the training child (pid %d)", child.pid)
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def job_id(self) -> str:
+        return JOB_ID
+
+    @property
+    def running(self) -> bool:
+        """True while a training child is alive."""
+        with self._child_lock:
+            return self._child is not None
+
+    @property
+    def next_run_time(self) -> datetime | None:
+        job = self._scheduler.get_job(JOB_ID)
+        return job.next_run_time if job is not None else None
+
+    def trigger_now(self) -> bool:
+        """Run the job as soon as possible; False (and nothing happens) when a run is already going."""
+        if self.running:
+            return False
+        self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(self.timezone))
+        return True
+
+    def _on_max_instances(self, event: JobEvent) -> None:
+        self.skipped_while_running += 1
+        log.info("retraining already running; this trigger is skipped")
+
+    # -- the job ----------------------------------------------------------------------------
+    def _run_job(self) -> None:
+        if not self.settings.retrain.enabled:
+            self._scheduler.pause_job(JOB_ID)  # a manual run must not resume the schedule
+        outcome = self._run_child()
+        self.last_outcome = outcome
+        log.info("retraining finished: %s", outcome.summary())
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(outcome)
+            except Exception:
+                log.exception("the retraining outcome callback failed")
+
+    def _run_child(self) -> RetrainOutcome:
+        folder = self.settings.state.dir / TRAINING_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        token = f"{os.getpid()}-{self.children_started}"
+        settings_file, result_file = folder / f".settings-{token}.json", folder / f".result-{token}.json"
+        # Owner-only: the settings may hold alert-sink credentials.
+        fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(self.settings.model_dump_json())
+        cmd = [sys.executable, "-m", "xtalwatch.learn.retrain", "--settings-json", str(settings_file),
+               "--result", str(result_file), "--nice", str(self.settings.retrain.nice)]
+        started = datetime.now().timestamp()
+        try:
+            with open(folder / CHILD_LOG, "ab") as child_log:
+                with self._child_lock:
+                    if self._stopping.is_set():
+                        return RetrainOutcome("skipped", "the service is stopping", started_at=started)
+                    self._child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=child_log,
+                                                   stderr=subprocess.STDOUT, start_new_session=True)
+                    self.children_started += 1
+                    log.info("training child started (pid %d, nice +%d)", self._child.pid, self.settings.retrain.nice)
+                try:
+                    code = self._child.wait(self.settings.retrain.timeout_hours * 3600)
+                except subprocess.TimeoutExpired:
+                    self._child.kill()
+                    self._child.wait()
+                    return RetrainOutcome("failed", f"training ran past retrain.timeout_hours "
+                                                    f"({self.settings.retrain.timeout_hours:g} h) and was stopped",
+                                          started_at=started)
+            return self._read_outcome(result_file, code, folder / CHILD_LOG, started)
+        finally:
+            with self._child_lock:
+                self._child = None
+            settings_file.unlink(missing_ok=True)
+            result_file.unlink(missing_ok=True)
+
+    def _read_outcome(self, result_file: Path, code: int, child_log: Path, started: float) -> RetrainOutcome:
+        try:
+            return RetrainOutcome.from_dict(json.loads(result_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            if self._stopping.is_set():
+                why += " while the service was stopping"
+            return RetrainOutcome("failed", f"training child {why} without a result; see {child_log}",
+                                  started_at=started, log_path=str(child_log))

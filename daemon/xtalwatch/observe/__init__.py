@@ -1,0 +1,1 @@
+"""What operators read: Prometheus metrics, the HTTP server, systemd notify, ``status`` and ``doctor``."""

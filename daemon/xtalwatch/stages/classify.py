@@ -1,0 +1,262 @@
+"""Classify preprocessed images as they arrive, with whatever model is serving now.
+
+One worker thread owns classification. It takes every image waiting in its queue at once (a
+batch of whatever arrived together), reads the model-size crops, asks the serving bundle for
+calibrated probabilities, and stores one prediction per image and model version. A new model
+is swapped in between two batches, never during one, so no image is dropped or classified
+twice by the same model; images classified by an older model are re-classified in the
+background when the queue is otherwise empty, as ``retrain.reclassify`` says.
+
+Frames with a quality flag or a failed preprocessing are not classified: they are reported
+as flagged instead of receiving a confident-looking call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xtalwatch.learn.features import CropUnreadable, read_crop
+from xtalwatch.observe.metrics import Metrics
+from xtalwatch.store.catalogue import Catalogue
+
+__all__ = ["ClassifyStage", "Prediction", "current_model_dir"]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 64
+
+
+def current_model_dir(state_dir: Path) -> Path:
+    return state_dir / "models" / "current"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image_id: int
+    model_version: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    uncertain: bool
+
+
+@dataclass(frozen=True)
+class _Item:
+    image_id: int
+    crop_path: str
+    completed_at: float | None
+    background: bool = False
+
+
+class ClassifyStage:
+    """The classify worker and the serving model it holds."""
+
+    def __init__(self, state_dir: Path, catalogue: Catalogue, metrics: Metrics, *, uncertain_below: float = 0.5,
+                 reclassify: str = "recent", recent_days: float = 7.0,
+                 loader: Callable[[Path], Any] | None = None):
+        self.state_dir = state_dir
+        self.catalogue = catalogue
+        self.metrics = metrics
+        self.uncertain_below = uncertain_below
+        self.reclassify = reclassify
+        self.recent_days = recent_days
+        self._loader = loader or _load_bundle
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._bundle: Any = None
+        self._bundle_key: tuple[str, float] | None = None
+        self._swap_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._backlog_checked_version: str | None = None
+        self.on_predictions: list[Callable[[list[Prediction]], None]] = []
+        self.on_swap: list[Callable[[str | None, str], None]] = []
+        self.on_features: list[Callable[[Any, np.ndarray], None]] = []
+
+    # -- the serving model --------------------------------------------------------------
+    @property
+    def version(self) -> str | None:
+        bundle = self._bundle
+        return getattr(bundle, "version", None) if bundle is not None else None
+
+    def _current_key(self) -> tuple[str, float] | None:
+        path = current_model_dir(self.state_dir)
+        try:
+            target = os.path.realpath(path)
+            return (target, os.stat(target).st_mtime)
+        except OSError:
+            return None
+
+    def refresh_model(self) -> bool:
+        """Load the registry's current model if it changed; True when a new one is now serving."""
+        key = self._current_key()
+        if key is None or key == self._bundle_key:
+            return False
+        try:
+            bundle = self._loader(Path(key[0]))
+        except Exception as exc:  # a half-written or broken model must not stop serving the old one
+            log.error("cannot load model %s: %s; keeping %s", key[0], exc, self.version or "no model")
+            self._bundle_key = key  # do not retry the same broken folder every tick
+            return False
+        with self._swap_lock:
+            old = self.version
+            self._bundle, self._bundle_key = bundle, key
+        self.metrics.model_info.info({"version": bundle.version, "classes": ",".join(bundle.classes)})
+        self.metrics.model_loaded.set(1)
+        log.info("model %s now serving (was %s)", bundle.version, old or "none")
+        for callback in self.on_swap:
+            callback(old, bundle.version)
+        return True
+
+    # -- the worker -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.refresh_model()
+        self._thread = threading.Thread(target=self._run, name="classify", daemon=True)
+        self._thread.start()
+        self.backfill()
+
+    def submit(self, image_id: int, crop_path: str | None, completed_at: float | None) -> None:
+        if crop_path:
+            self._queue.put(_Item(image_id, crop_path, completed_at))
+            self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())
+
+    def backfill(self) -> int:
+        """Queue usable images that have no prediction from the serving model (after a restart or a swap)."""
+        version = self.version
+        if version is None:
+            return 0
+        rows = self.catalogue.query(
+            """SELECT i.id, p.crop_path, i.completed_at FROM images i JOIN preprocess p ON p.image_id = i.id
+               WHERE i.status = 'preprocessed' AND NOT EXISTS (
+                   SELECT 1 FROM predictions r WHERE r.image_id = i.id AND r.model_version = ?)
+               ORDER BY i.id""", (version,))
+        classified = {r[0] for r in self.catalogue.query("SELECT DISTINCT image_id FROM predictions")}
+        fresh_ids = {r["id"] for r in rows} - classified
+        for row in rows:
+            background = row["id"] not in fresh_ids
+            if background and not self._wants_reclassify(row["completed_at"]):
+                continue
+            self._queue.put(_Item(row["id"], row["crop_path"], row["completed_at"], background=background))
+        return len(rows)
+
+    def _wants_reclassify(self, completed_at: float | None) -> bool:
+        if self.reclassify == "all":
+            return True
+        if self.reclassify == "none":
+            return False
+        return completed_at is not None and completed_at >= time.time() - self.recent_days * 86400
+
+    def idle(self) -> bool:
+        return self._queue.empty() and not getattr(self, "_busy", False)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def _take_batch(self) -> list[_Item]:
+        first = self._queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stop.set()
+                break
+            batch.append(item)
+        # Images that just arrived go before background re-classification.
+        batch.sort(key=lambda it: it.background)
+        return batch
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if not batch:
+                return
+            self._busy = True
+            try:
+                self._classify(batch)
+            except Exception:
+                log.exception("classifying a batch of %d images failed; they stay unclassified for now", len(batch))
+            finally:
+                self._busy = False
+                self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())
+
+    def _classify(self, batch: list[_Item]) -> None:
+        with self._swap_lock:
+            bundle = self._bundle
+        if bundle is None or not getattr(bundle, "classes", None):
+            return  # no model yet: the images wait in the catalogue and are backfilled after the first model
+        ids = [item.image_id for item in batch]
+        done = {r[0] for r in self.catalogue.query(
+            f"SELECT image_id FROM predictions WHERE model_version=? AND image_id IN ({','.join('?' * len(ids))})",
+            (bundle.version, *ids))}
+        crops, kept, seen = [], [], set()
+        for item in batch:
+            if item.image_id in done or item.image_id in seen:
+                continue  # queued twice (arrival and backfill): one prediction per model version
+            seen.add(item.image_id)
+            try:
+                crop = read_crop(item.crop_path, bundle.channels)
+            except CropUnreadable:
+                log.warning("crop of image %d is missing or unreadable: %s", item.image_id, item.crop_path)
+                continue
+            crops.append(crop)
+            kept.append(item)
+        if not kept:
+            return
+        start = time.perf_counter()
+        features = bundle.embed(np.stack(crops))
+        probs = _softmax(bundle.logits(features), bundle.temperature)
+        self.metrics.classify_seconds.observe(time.perf_counter() - start)
+        now = time.time()
+        predictions = []
+        rows = []
+        for item, p in zip(kept, probs, strict=True):
+            k = int(np.argmax(p))
+            label, confidence = bundle.classes[k], float(p[k])
+            probabilities = {c: round(float(v), 5) for c, v in zip(bundle.classes, p, strict=True)}
+            predictions.append(Prediction(item.image_id, bundle.version, label, confidence, probabilities,
+                                          confidence < self.uncertain_below))
+            rows.append((item.image_id, bundle.version, label, confidence, json.dumps(probabilities), now))
+        with self.catalogue.transaction() as conn:
+            conn.executemany(
+                """INSERT OR IGNORE INTO predictions (image_id, model_version, label, confidence, probabilities,
+                   created_at) VALUES (?, ?, ?, ?, ?, ?)""", rows)
+        for item, pred in zip(kept, predictions, strict=True):
+            self.metrics.predictions.labels(**{"class": pred.label}).inc()
+            if item.completed_at is not None and not item.background:
+                self.metrics.result_latency_seconds.observe(now - item.completed_at)
+        for callback in self.on_predictions:
+            callback(predictions)
+        fresh = [i for i, item in enumerate(kept) if not item.background]
+        if fresh:
+            for feature_callback in self.on_features:
+                feature_callback(bundle, features[fresh])
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    from xtalwatch.learn.heads.calibrate import softmax
+
+    return softmax(logits, temperature)
+
+
+def _load_bundle(folder: Path) -> Any:
+    from xtalwatch.learn.bundle import ModelBundle
+
+    return ModelBundle.load(folder)

@@ -1,0 +1,303 @@
+"""The SQLite catalogue: plates, wells, images, the files they came from, and rejected files.
+
+One writer: a single connection guarded by a lock owns every write, in WAL mode so that
+readers (``xtalwatch status``, the web app) never block it. The schema is versioned in
+``PRAGMA user_version`` and moved forward by the numbered migrations below, never backward.
+
+An image is its content (sha256). ``files`` maps each path to the image it holds now, so a
+copy or a touched file adds no image, and the same path with new content is a new version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xtalwatch.plate import ImageIdentity
+from xtalwatch.preprocess.probe import Probe
+
+__all__ = ["Catalogue", "CATALOGUE_FILE", "SCHEMA_VERSION", "NewImage"]
+
+CATALOGUE_FILE = "catalogue.sqlite3"
+
+_MIGRATIONS: list[str] = [
+    # 1: the catalogue proper, with room for what later stages store.
+    """
+    CREATE TABLE plates (
+        id INTEGER PRIMARY KEY,
+        barcode TEXT NOT NULL UNIQUE,
+        adapter TEXT,
+        first_seen REAL NOT NULL
+    );
+    CREATE TABLE wells (
+        id INTEGER PRIMARY KEY,
+        plate_id INTEGER NOT NULL REFERENCES plates(id),
+        name TEXT NOT NULL,
+        UNIQUE (plate_id, name)
+    );
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        previous_id INTEGER REFERENCES images(id),
+        plate_id INTEGER NOT NULL REFERENCES plates(id),
+        well_id INTEGER REFERENCES wells(id),
+        drop_no INTEGER,
+        inspection INTEGER,
+        imaged_at TEXT,
+        imaging TEXT NOT NULL,
+        adapter TEXT,
+        identity_note TEXT,
+        format TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        completed_at REAL,
+        catalogued_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'catalogued'
+    );
+    CREATE INDEX images_well ON images (well_id, inspection);
+    CREATE INDEX images_status ON images (status);
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        size_bytes INTEGER NOT NULL,
+        changed_ns INTEGER NOT NULL,
+        seen_at REAL NOT NULL
+    );
+    CREATE TABLE rejected (
+        path TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        size_bytes INTEGER,
+        changed_ns INTEGER,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE predictions (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        model_version TEXT NOT NULL,
+        label TEXT NOT NULL,
+        confidence REAL,
+        probabilities TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (image_id, model_version)
+    );
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        label TEXT NOT NULL,
+        labeller TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        UNIQUE (image_id, labeller)
+    );
+    CREATE TABLE models (
+        version TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        metrics TEXT,
+        path TEXT
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        plate_id INTEGER REFERENCES plates(id),
+        well_id INTEGER REFERENCES wells(id),
+        image_id INTEGER REFERENCES images(id),
+        payload TEXT
+    );
+    """,
+    # 2: preprocessing results, one row per image.
+    """
+    CREATE TABLE preprocess (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id),
+        method TEXT,
+        flags TEXT NOT NULL DEFAULT '',
+        crop_path TEXT,
+        error TEXT,
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
+    # 3: each well's current outcome, so that a restart neither forgets a hit nor announces it again.
+    """
+    CREATE TABLE well_outcomes (
+        well_id INTEGER PRIMARY KEY REFERENCES wells(id),
+        label TEXT,
+        confidence REAL,
+        image_id INTEGER REFERENCES images(id),
+        model_version TEXT,
+        updated_at REAL NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """What ingest stored for a file: ``outcome`` is new, version, duplicate or unchanged."""
+
+    outcome: str
+    image_id: int
+    sha256: str
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Catalogue:
+    """The state folder's catalogue; the single writer of its database."""
+
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / CATALOGUE_FILE
+        self._conn = _connect(self.path)
+        self._lock = threading.RLock()
+        self._migrate()
+
+    @classmethod
+    def open_readonly(cls, state_dir: Path) -> sqlite3.Connection:
+        """A read-only connection for reports; it never blocks the writer."""
+        path = state_dir / CATALOGUE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{state_dir}: no catalogue here ({CATALOGUE_FILE} missing)")
+        return _connect(path, readonly=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run writes atomically under the writer lock."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- schema ------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self._lock:
+            current = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: schema version {current} is newer than this xtalwatch ({SCHEMA_VERSION})")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                self._conn.executescript("BEGIN;" + _MIGRATIONS[version - 1] + f"; PRAGMA user_version={version}; COMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        return self.query("PRAGMA user_version")[0][0]
+
+    # -- what ingest needs ------------------------------------------------------------
+    def is_settled(self, path: str, size: int, changed_ns: int) -> bool:
+        """True when this path at this size and mtime was already catalogued or rejected."""
+        with self._lock:
+            row = self._conn.execute("SELECT size_bytes, changed_ns FROM files WHERE path=?", (path,)).fetchone()
+            if row is None:
+                row = self._conn.execute("SELECT size_bytes, changed_ns FROM rejected WHERE path=?", (path,)).fetchone()
+        return row is not None and row["size_bytes"] == size and row["changed_ns"] == changed_ns
+
+    def _plate_and_well(self, conn: sqlite3.Connection, identity: ImageIdentity, now: float) -> tuple[int, int | None]:
+        conn.execute("INSERT OR IGNORE INTO plates (barcode, adapter, first_seen) VALUES (?, ?, ?)",
+                     (identity.plate, identity.adapter, now))
+        plate_id = conn.execute("SELECT id FROM plates WHERE barcode=?", (identity.plate,)).fetchone()[0]
+        if identity.well is None:
+            return plate_id, None
+        conn.execute("INSERT OR IGNORE INTO wells (plate_id, name) VALUES (?, ?)", (plate_id, identity.well))
+        well_id = conn.execute("SELECT id FROM wells WHERE plate_id=? AND name=?", (plate_id, identity.well)).fetchone()[0]
+        return plate_id, well_id
+
+    def record_image(self, path: str, size: int, changed_ns: int, sha256: str, probe: Probe,
+                     identity: ImageIdentity, completed_at: float | None = None) -> NewImage:
+        """Store a valid image file exactly once; see the module docstring for the rules."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM rejected WHERE path=?", (path,))
+            current = conn.execute("SELECT image_id FROM files WHERE path=?", (path,)).fetchone()
+            existing = conn.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
+            if existing is not None:
+                image_id = existing[0]
+                outcome = "unchanged" if current is not None and current[0] == image_id else "duplicate"
+            else:
+                version, previous_id = 1, None
+                if current is not None:
+                    previous_id = current[0]
+                    version = conn.execute("SELECT version FROM images WHERE id=?", (previous_id,)).fetchone()[0] + 1
+                plate_id, well_id = self._plate_and_well(conn, identity, now)
+                image_id = conn.execute(
+                    """INSERT INTO images (sha256, path, version, previous_id, plate_id, well_id, drop_no, inspection,
+                       imaged_at, imaging, adapter, identity_note, format, width, height, size_bytes, completed_at,
+                       catalogued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (sha256, path, version, previous_id, plate_id, well_id, identity.drop, identity.inspection,
+                     identity.imaged_at.isoformat() if identity.imaged_at else None, identity.imaging,
+                     identity.adapter, identity.note, probe.format, probe.width, probe.height, size, completed_at, now),
+                ).lastrowid
+                outcome = "new" if previous_id is None else "version"
+            conn.execute(
+                """INSERT INTO files (path, image_id, size_bytes, changed_ns, seen_at) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT(path) DO UPDATE SET image_id=excluded.image_id, size_bytes=excluded.size_bytes,
+                   changed_ns=excluded.changed_ns, seen_at=excluded.seen_at""",
+                (path, image_id, size, changed_ns, now),
+            )
+        return NewImage(outcome, int(image_id), sha256)
+
+    def record_rejection(self, path: str, reason: str, detail: str, size: int | None, changed_ns: int | None) -> bool:
+        """Store why a file was refused; returns True the first time for this path, size and mtime."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM files WHERE path=?", (path,))
+            row = conn.execute("SELECT size_bytes, changed_ns FROM rejected WHERE path=?", (path,)).fetchone()
+            fresh = row is None or (row["size_bytes"], row["changed_ns"]) != (size, changed_ns)
+            conn.execute(
+                """INSERT INTO rejected (path, reason, detail, size_bytes, changed_ns, first_seen, last_seen)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET reason=excluded.reason,
+                   detail=excluded.detail, size_bytes=excluded.size_bytes, changed_ns=excluded.changed_ns,
+                   last_seen=excluded.last_seen, attempts=rejected.attempts + 1""",
+                (path, reason, detail, size, changed_ns, now, now),
+            )
+        return fresh
+
+    def record_preprocess(self, image_id: int, method: str | None, flags: list[str], crop_path: str | None,
+                          error: str | None, result_json: str, status: str) -> None:
+        """Store a preprocessing result and move the image to ``status``."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO preprocess (image_id, method, flags, crop_path, error, result, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET method=excluded.method,
+                   flags=excluded.flags, crop_path=excluded.crop_path, error=excluded.error, result=excluded.result,
+                   created_at=excluded.created_at""",
+                (image_id, method, ",".join(flags), crop_path, error, result_json, time.time()),
+            )
+            conn.execute("UPDATE images SET status=? WHERE id=?", (status, image_id))
+
+    def images_with_status(self, status: str, limit: int = 1000) -> list[sqlite3.Row]:
+        return self.query("SELECT id, path, sha256 FROM images WHERE status=? ORDER BY id LIMIT ?", (status, limit))
