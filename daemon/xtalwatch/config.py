@@ -147,7 +147,7 @@ class PreprocessConfig(Section):
 class MetricsConfig(Section):
     host: str = Field("127.0.0.1", description="Bind address of the HTTP server; loopback by default.")
     port: int = Field(9108, ge=0, le=65535, description="Port for /metrics (0 picks a free one).")
-    enabled: bool = Field(True, description="Serve /metrics (and later the review page) over HTTP.")
+    enabled: bool = Field(True, description="Serve /metrics, /healthz and /api/status over HTTP.")
 
 
 class LoggingConfig(Section):

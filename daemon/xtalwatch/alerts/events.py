@@ -88,19 +88,26 @@ def imager_stalled(last_image_at: float | None, now: float, silent_seconds: floa
                  created_at=now)
 
 
-def training_failed(reason: str, *, run: str | None = None) -> Event:
+# The three training kinds carry ``training``: the run's figures (started_at and seconds in Unix
+# seconds, final_loss, steps, n_images, n_labels), from which the service's training metrics are
+# derived, whichever process ran the training.
+def training_failed(reason: str, *, run: str | None = None, training: dict[str, Any] | None = None) -> Event:
     """A training run ended in an error; ``reason`` is one line."""
-    return Event(TRAINING_FAILED, {"reason": reason, "run": run})
+    return Event(TRAINING_FAILED, {"reason": reason, "run": run, "training": training or {}})
 
 
-def model_promoted(version: str, metrics: dict[str, Any] | None = None, *, previous: str | None = None) -> Event:
+def model_promoted(version: str, metrics: dict[str, Any] | None = None, *, previous: str | None = None,
+                   training: dict[str, Any] | None = None) -> Event:
     """``version`` passed the gate and now serves."""
-    return Event(MODEL_PROMOTED, {"version": version, "previous_version": previous, "metrics": metrics or {}})
+    return Event(MODEL_PROMOTED, {"version": version, "previous_version": previous, "metrics": metrics or {},
+                                  "training": training or {}})
 
 
-def model_rejected(version: str, reason: str, metrics: dict[str, Any] | None = None) -> Event:
+def model_rejected(version: str, reason: str, metrics: dict[str, Any] | None = None, *,
+                   training: dict[str, Any] | None = None) -> Event:
     """``version`` failed the promotion gate; it is kept, marked rejected."""
-    return Event(MODEL_REJECTED, {"version": version, "reason": reason, "metrics": metrics or {}})
+    return Event(MODEL_REJECTED, {"version": version, "reason": reason, "metrics": metrics or {},
+                                  "training": training or {}})
 
 
 def disk_low(path: str, free_bytes: int, total_bytes: int) -> Event:

@@ -1,4 +1,4 @@
-"""The service's small web application: ``/metrics`` now, the review page and JSON API later.
+"""The service's web application: ``/metrics``, ``/healthz`` and the status JSON.
 
 One ASGI app (Starlette) served by uvicorn in a background thread, with prometheus-client's
 ASGI app answering ``/metrics``, so that everything HTTP the service offers lives here. It binds

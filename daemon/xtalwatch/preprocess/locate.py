@@ -74,13 +74,6 @@ def grey(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros_like(mask)
-    cv2.drawContours(filled, contours, -1, 255, thickness=cv2.FILLED)
-    return filled
-
-
 def _well_shape(contour: np.ndarray) -> WellShape:
     area = cv2.contourArea(contour)
     (_, _), (rw, rh), _ = cv2.minAreaRect(contour)
