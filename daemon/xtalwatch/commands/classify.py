@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from xtalwatch.commands._common import add_config_args, settings_from_args
+from xtalwatch.learn.registry import current_path
 
 __all__ = ["register", "run"]
 
@@ -72,7 +73,7 @@ def classify_files(bundle, files: list[Path], settings) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    model_dir = args.model or settings.state.dir / "models" / "current"
+    model_dir = args.model or current_path(settings.state.dir)
     if not (model_dir / "bundle.json").is_file():
         print(f"xtalwatch classify: no model yet at {model_dir} (train one, or name a bundle with --model DIR)",
               file=sys.stderr)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from xtalwatch.commands._common import add_config_args, settings_from_args
+from xtalwatch.learn.registry import current_path
 
 __all__ = ["register", "run"]
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from xtalwatch.learn.features import to_model_rgb
     from xtalwatch.tools.embeddings import project_2d, save_map, write_embeddings
 
-    model_dir = args.model or settings.state.dir / "models" / "current"
+    model_dir = args.model or current_path(settings.state.dir)
     if not (model_dir / "bundle.json").is_file():
         print(f"xtalwatch embeddings: no model yet at {model_dir} (name a bundle with --model DIR)", file=sys.stderr)
         return 1

@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol
 from xtalwatch.files import fsync_dir, write_json_atomic
 from xtalwatch.store.catalogue import Catalogue
 
-__all__ = ["ModelRegistry", "ModelRecord", "RegistryError", "Saveable", "Status", "MODELS_DIR", "new_version"]
+__all__ = ["ModelRegistry", "ModelRecord", "RegistryError", "Saveable", "Status", "MODELS_DIR", "current_path", "new_version"]
 
 MODELS_DIR = "models"
 CURRENT = "current"
@@ -43,6 +43,11 @@ META = "meta.json"
 HISTORY = "history.json"
 Status = Literal["candidate", "promoted", "rejected", "retired"]
 STATUSES: tuple[str, ...] = ("candidate", "promoted", "rejected", "retired")
+
+
+def current_path(state_dir: Path) -> Path:
+    """The serving model's folder (a symlink to its version), whether or not one exists yet."""
+    return Path(state_dir) / MODELS_DIR / CURRENT
 
 
 class RegistryError(ValueError):

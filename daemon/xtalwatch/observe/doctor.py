@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from xtalwatch.config import Settings
+from xtalwatch.learn.registry import current_path
 
 __all__ = [
     "Check", "FolderCount", "count_folders", "run_checks", "format_check", "exit_code",
@@ -187,7 +188,7 @@ def check_gpu(settings: Settings) -> Check:
 
 
 def check_model(settings: Settings) -> Check:
-    current = settings.state.dir / "models" / "current"
+    current = current_path(settings.state.dir)
     if current.is_symlink() and not current.exists():
         return Check("model", "FAIL", f"{current} points to {os.readlink(current)}, which is missing",
                      "xtalwatch models rollback, or xtalwatch models promote VERSION")

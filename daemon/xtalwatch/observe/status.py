@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xtalwatch.learn.registry import current_path
 from xtalwatch.store.catalogue import Catalogue
 
 __all__ = ["collect_status"]
@@ -33,7 +34,7 @@ def collect_status(state_dir: Path, newest: int = 10, errors: int = 10) -> dict[
         error_rows = conn.execute(
             "SELECT path, reason, detail, last_seen, attempts FROM rejected ORDER BY last_seen DESC LIMIT ?",
             (errors,)).fetchall()
-        current = state_dir / "models" / "current"
+        current = current_path(state_dir)
         model = current.resolve().name if current.exists() else None
         hits = one("SELECT COUNT(*) FROM events WHERE kind = 'crystal_hit'")
         by_class = {r["label"]: r["n"] for r in conn.execute(

@@ -27,18 +27,15 @@ from typing import Any
 import numpy as np
 
 from xtalwatch.learn.features import CropUnreadable, read_crop
+from xtalwatch.learn.registry import current_path
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.store.catalogue import Catalogue
 
-__all__ = ["ClassifyStage", "Prediction", "current_model_dir"]
+__all__ = ["ClassifyStage", "Prediction"]
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
-
-
-def current_model_dir(state_dir: Path) -> Path:
-    return state_dir / "models" / "current"
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ class ClassifyStage:
         return getattr(bundle, "version", None) if bundle is not None else None
 
     def _current_key(self) -> tuple[str, float] | None:
-        path = current_model_dir(self.state_dir)
+        path = current_path(self.state_dir)
         try:
             target = os.path.realpath(path)
             return (target, os.stat(target).st_mtime)
