@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from xtalwatch.alerts.dispatch import Alert
+from xtalwatch.alerts.alert import Alert
 from xtalwatch.config import PluginSinkConfig
 
 

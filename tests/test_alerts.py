@@ -10,7 +10,7 @@ import pytest
 from alert_helpers import ListSink, make_alert, refused_url, webhook_server
 from conftest import wait_for
 from xtalwatch.alerts import events as ev
-from xtalwatch.alerts.dispatch import AlertDispatcher, TokenBucket, alert_for
+from xtalwatch.alerts.dispatch import AlertDispatcher, TokenBucket
 from xtalwatch.config import AlertsConfig
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.plugins import PluginError, PluginRegistry
@@ -33,7 +33,7 @@ def count(metrics: Metrics, name: str, sink: str) -> float:
 def test_webhook_delivers_through_the_dispatcher() -> None:
     with webhook_server() as server:
         d, metrics = dispatcher([{"type": "webhook", "url": server.url, "timeout_seconds": 5}])
-        alert = alert_for(ev.crystal_hit("PL7", "C4", 1, "prisms", 0.88, "PL7/C4_1.jpg"))
+        alert = ev.alert_for(ev.crystal_hit("PL7", "C4", 1, "prisms", 0.88, "PL7/C4_1.jpg"))
         assert d.publish(alert)
         assert d.close(timeout=10)
     [got] = server.received
@@ -189,7 +189,7 @@ def test_not_a_sink_is_refused() -> None:
 
 
 # -- events to alerts -----------------------------------------------------------------------------
-@pytest.mark.parametrize("event, severity, key, words", [
+ONE_OF_EACH_KIND = [
     (ev.crystal_hit("P", "A1", 2, "needles", 0.9, "x.jpg"), "info", "crystal_hit:P:A1", "needles in plate P well A1 drop 2"),
     (ev.imager_stalled(0.0, 9000.0, 7200.0), "warning", "imager_stalled", "2.0 h"),
     (ev.training_failed("CUDA out of memory", run="r7"), "warning", "training_failed:r7", "CUDA out of memory"),
@@ -197,9 +197,16 @@ def test_not_a_sink_is_refused() -> None:
     (ev.model_rejected("v4", "collapse: feature std 0.001"), "warning", "model_rejected:v4", "collapse"),
     (ev.disk_low("/var/lib/xtalwatch", 2_000_000_000, 100_000_000_000), "critical", "disk_low", "2.0 GB free of 100.0 GB"),
     (ev.drift(0.31, 0.2, 500), "warning", "drift", "moved 0.31"),
-])
+]
+
+
+def test_the_table_below_has_every_event_kind() -> None:
+    assert sorted(event.kind for event, *_ in ONE_OF_EACH_KIND) == sorted(ev.EVENT_KINDS)
+
+
+@pytest.mark.parametrize("event, severity, key, words", ONE_OF_EACH_KIND)
 def test_alert_for_every_event_kind(event: ev.Event, severity: str, key: str, words: str) -> None:
-    alert = alert_for(event)
+    alert = ev.alert_for(event)
     assert alert.kind == event.kind and alert.severity == severity and alert.dedupe_key == key
     assert words in alert.text and "\n" not in alert.text
     assert None not in alert.fields.values()

@@ -1,4 +1,4 @@
-"""The SQLite catalogue: WAL, forward migrations, one record per content."""
+"""The SQLite catalogue: WAL, forward migrations, one record per content, named queries on either db."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import pytest
 from conftest import jpeg_bytes
 from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import probe_bytes
-from xtalwatch.store.catalogue import _MIGRATIONS, CATALOGUE_FILE, SCHEMA_VERSION, Catalogue
+from xtalwatch.store import events, report
+from xtalwatch.store.catalogue import (
+    _MIGRATIONS,
+    CATALOGUE_FILE,
+    SCHEMA_VERSION,
+    Catalogue,
+    image_id_by_path,
+    last_catalogued_at,
+)
 
 
 def test_new_catalogue_is_wal_and_current(tmp_path: Path) -> None:
@@ -64,5 +72,44 @@ def test_record_image_outcomes(tmp_path: Path) -> None:
         assert catalogue.record_rejection("/x/bad.jpg", "truncated", "cut", 5, 1) is True
         assert catalogue.record_rejection("/x/bad.jpg", "truncated", "cut", 5, 1) is False
         assert catalogue.query("SELECT attempts FROM rejected")[0][0] == 2
+    finally:
+        catalogue.close()
+
+
+def test_named_queries_run_on_the_writer_and_on_a_read_only_connection(tmp_path: Path) -> None:
+    catalogue = Catalogue(tmp_path)
+    data = jpeg_bytes(seed=1)
+    probe = probe_bytes(data, "jpg", 10**8)
+    try:
+        assert last_catalogued_at(catalogue) is None and report.totals(catalogue)["images"] == 0
+        image_id = catalogue.record_image("/x/a.jpg", 10, 1, "sha-a", probe, ImageIdentity("P", "A1", 1, 1)).image_id
+        first = events.insert_event(catalogue, "drift", {"distance": 0.3}, created_at=1.0)
+        events.insert_event(catalogue, "disk_low", {"path": "/s"}, created_at=2.0, image_id=image_id)
+        readonly = Catalogue.open_readonly(tmp_path)
+        try:
+            for db in (catalogue, readonly):
+                assert image_id_by_path(db, "/x/a.jpg") == image_id and image_id_by_path(db, "/x/b.jpg") is None
+                assert report.totals(db) == {"images": 1, "files": 1, "rejected": 0, "predictions": 0, "wells": 1,
+                                             "unassigned": 0}
+                assert [e["kind"] for e in events.event_rows(db)] == ["disk_low", "drift"]
+                assert [e["payload"] for e in events.events_after(db, first)] == [{"path": "/s"}]
+                assert events.count_events(db, "drift") == 1 and events.count_events(db) == 2
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                events.insert_event(readonly, "drift", {}, created_at=3.0)
+        finally:
+            readonly.close()
+        with pytest.raises(ValueError, match="limit must be >= 0, got -1"):
+            events.event_rows(catalogue, limit=-1)
+    finally:
+        catalogue.close()
+
+
+def test_named_writes_in_one_transaction_are_one_unit(tmp_path: Path) -> None:
+    catalogue = Catalogue(tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="boom"), catalogue.transaction() as conn:
+            events.insert_event(conn, "drift", {}, created_at=1.0)
+            raise RuntimeError("boom")
+        assert events.count_events(catalogue) == 0
     finally:
         catalogue.close()

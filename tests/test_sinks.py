@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from alert_helpers import make_alert, refused_url, smtp_server, webhook_server
-from xtalwatch.alerts.dispatch import AlertSink
+from xtalwatch.alerts.alert import AlertSink
 from xtalwatch.config import CommandSinkConfig, EmailSinkConfig, LogSinkConfig, WebhookSinkConfig
 from xtalwatch.plugins import PluginRegistry
 from xtalwatch_plugins.sinks.command import CommandSink

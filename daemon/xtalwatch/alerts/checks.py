@@ -16,10 +16,10 @@ import numpy as np
 
 from xtalwatch.alerts import detectors
 from xtalwatch.alerts import events as ev
-from xtalwatch.alerts.dispatch import AlertDispatcher, alert_for, raise_event
+from xtalwatch.alerts.dispatch import AlertDispatcher, raise_event
 from xtalwatch.config import AlertsConfig
 from xtalwatch.observe.metrics import Metrics
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.catalogue import Catalogue, last_catalogued_at
 
 __all__ = ["DriftMonitor", "HealthChecks"]
 
@@ -53,7 +53,7 @@ class DriftMonitor:
         if drifting and not self._drifting:
             event = ev.drift(round(distance, 4), self.config.drift_threshold, len(self._window),
                              model_version=bundle.version)
-            log.warning("%s", alert_for(event).text)
+            log.warning("%s", ev.alert_for(event).text)
             raise_event(event, self.catalogue, self.alerts)
         self._drifting = drifting
         return event
@@ -76,7 +76,7 @@ class HealthChecks:
     def run(self, now: float | None = None) -> list[ev.Event]:
         now = time.time() if now is None else now
         raised = []
-        last = self.catalogue.query("SELECT MAX(catalogued_at) FROM images")[0][0]
+        last = last_catalogued_at(self.catalogue)
         # A fresh install has no image yet: the silence counts from the service's start.
         stalled = detectors.imager_stalled(last if last is not None else self.started_at, now, self.config)
         if stalled and not self._stalled:
@@ -94,6 +94,6 @@ class HealthChecks:
                 raised.append(ev.disk_low(str(self.state_dir), usage.free, usage.total))
             self._disk_low = low
         for event in raised:
-            log.warning("%s", alert_for(event).text)
+            log.warning("%s", ev.alert_for(event).text)
             raise_event(event, self.catalogue, self.alerts)
         return raised

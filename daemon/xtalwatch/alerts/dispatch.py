@@ -1,109 +1,31 @@
-"""Alerts: what a sink receives, the sink interface, and the dispatcher that never blocks ingest.
+"""Alert delivery: the dispatcher that never blocks ingest, and ``raise_event`` (store, then alert).
 
 ``AlertDispatcher.publish`` only checks the dedupe window and each sink's token bucket and puts
 the alert on that sink's bounded queue; one worker thread per sink does the sending, retrying a
 failure with exponential back-off. A slow or dead sink therefore delays nothing but its own
-queue: not the caller (the service loop), and not the other sinks.
+queue: not the caller (the service loop), and not the other sinks. What an alert says is each
+event kind's business (``events.py``); what a sink is, ``alert.py``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 from xtalwatch.alerts import events as ev
+from xtalwatch.alerts.alert import Alert, AlertSink
 from xtalwatch.config import AlertsConfig, LogSinkConfig
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.plugins import PluginError, PluginRegistry
 from xtalwatch.store.catalogue import Catalogue
 
-__all__ = ["Alert", "AlertSink", "AlertDispatcher", "Severity", "TokenBucket", "alert_for", "raise_event"]
+__all__ = ["AlertDispatcher", "TokenBucket", "raise_event"]
 
 log = logging.getLogger(__name__)
-
-Severity = Literal["info", "warning", "critical"]
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One message for people. ``text`` is a single human line; ``fields`` the structured details."""
-
-    kind: str
-    severity: Severity
-    title: str
-    text: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    dedupe_key: str = ""  # empty: never deduplicated
-    created_at: float = field(default_factory=time.time)  # Unix seconds
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict with ``created_at`` also as ISO 8601 UTC (``created``)."""
-        data = asdict(self)
-        data["created"] = dt.datetime.fromtimestamp(self.created_at, dt.UTC).isoformat(timespec="seconds")
-        return data
-
-
-@runtime_checkable
-class AlertSink(Protocol):
-    """Delivers alerts somewhere. Built once from its config section; ``send`` raises on failure."""
-
-    name: str
-    kind: str  # "sink"
-
-    def send(self, alert: Alert) -> None:
-        """Deliver ``alert`` or raise; the dispatcher retries and counts failures."""
-        ...
-
-
-# -- events to alerts -----------------------------------------------------------------------
-def _pct(x: Any) -> str:
-    return f"{x:.0%}" if isinstance(x, int | float) else "?"
-
-
-def _gb(n: Any) -> str:
-    return f"{n / 1e9:.1f} GB" if isinstance(n, int | float) else "?"
-
-
-def alert_for(event: ev.Event) -> Alert:
-    """The alert for ``event``: severity, title, one line of text, and the dedupe key of its kind."""
-    p = event.payload
-    fields = {k: v for k, v in p.items() if v is not None}
-    if event.kind == ev.CRYSTAL_HIT:
-        where = f"plate {p.get('plate')} well {p.get('well')}" + (f" drop {p['drop']}" if p.get("drop") is not None else "")
-        return Alert(event.kind, "info", f"Crystal hit: {p.get('plate')} {p.get('well')}",
-                     f"{p.get('class')} in {where} (confidence {_pct(p.get('confidence'))})", fields,
-                     f"crystal_hit:{p.get('plate')}:{p.get('well')}", event.created_at)
-    if event.kind == ev.IMAGER_STALLED:
-        hours = (p.get("silent_seconds") or 0) / 3600
-        return Alert(event.kind, "warning", "Imager stalled",
-                     f"no new image for {hours:.1f} h of expected imaging hours", fields, "imager_stalled",
-                     event.created_at)
-    if event.kind == ev.TRAINING_FAILED:
-        return Alert(event.kind, "warning", "Training failed", f"training failed: {p.get('reason')}", fields,
-                     f"training_failed:{p.get('run') or p.get('reason')}", event.created_at)
-    if event.kind == ev.MODEL_PROMOTED:
-        return Alert(event.kind, "info", f"Model {p.get('version')} promoted",
-                     f"model {p.get('version')} now serves (was {p.get('previous_version') or 'none'})", fields,
-                     f"model_promoted:{p.get('version')}", event.created_at)
-    if event.kind == ev.MODEL_REJECTED:
-        return Alert(event.kind, "warning", f"Model {p.get('version')} rejected",
-                     f"model {p.get('version')} failed the promotion gate: {p.get('reason')}", fields,
-                     f"model_rejected:{p.get('version')}", event.created_at)
-    if event.kind == ev.DISK_LOW:
-        return Alert(event.kind, "critical", "Disk space low",
-                     f"{_gb(p.get('free_bytes'))} free of {_gb(p.get('total_bytes'))} at {p.get('path')}", fields,
-                     "disk_low", event.created_at)
-    if event.kind == ev.DRIFT:
-        return Alert(event.kind, "warning", "Image drift",
-                     f"new images moved {p.get('distance')} from the training data (threshold {p.get('threshold')})",
-                     fields, "drift", event.created_at)
-    raise ValueError(f"no alert format for event kind {event.kind!r}")  # pragma: no cover - kinds are checked
 
 
 # -- rate limit -------------------------------------------------------------------------------
@@ -270,4 +192,4 @@ def raise_event(event: ev.Event, catalogue: Catalogue, alerts: AlertDispatcher |
     """Store an event and hand its alert to the sinks (which never block the caller)."""
     ev.record_event(catalogue, event)
     if alerts is not None:
-        alerts.publish(alert_for(event))
+        alerts.publish(ev.alert_for(event))

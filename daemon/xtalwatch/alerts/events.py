@@ -1,24 +1,27 @@
-"""What happened that a person should know: event kinds, their constructors, and their storage.
+"""What happened that a person should know: each event kind, its constructor and its alert text.
 
-An event is data first (a row in the catalogue's ``events`` table, so ``status`` and the web
-page can show it after a restart) and an alert second (``alerts.alert_for`` turns it into one).
-The constructors below are the only place that decides an event's payload keys, so every
-sink sees the same fields for the same kind.
+An event is data first (a row in the catalogue's ``events`` table, ``store/events.py``, so that
+``status`` and the web page can show it after a restart) and an alert second (``alert_for``).
+Each kind below is one section: its constructor, the only place that decides the kind's payload
+keys, and beside it the formatter that reads them back into the alert's title, text and dedupe
+key, registered with the kind's severity. ``alert_for`` only looks the formatter up, so every
+sink sees the same fields and words for the same kind.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, TypeAlias
 
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.alerts.alert import Alert, Severity
+from xtalwatch.store import events as stored
+from xtalwatch.store.catalogue import Db
 
 __all__ = [
     "CRYSTAL_HIT", "IMAGER_STALLED", "TRAINING_FAILED", "MODEL_PROMOTED", "MODEL_REJECTED", "DISK_LOW", "DRIFT",
-    "EVENT_KINDS", "Event", "record_event", "recent_events",
+    "EVENT_KINDS", "Event", "alert_for", "record_event", "recent_events",
     "crystal_hit", "imager_stalled", "training_failed", "model_promoted", "model_rejected", "disk_low", "drift",
 ]
 
@@ -48,29 +51,61 @@ class Event:
             raise ValueError(f"unknown event kind {self.kind!r}; known: {', '.join(EVENT_KINDS)}")
 
 
-def record_event(catalogue: Catalogue, event: Event) -> int:
-    """Store ``event`` in the ``events`` table; returns its row id."""
-    with catalogue.transaction() as conn:
-        cursor = conn.execute(
-            "INSERT INTO events (kind, created_at, plate_id, well_id, image_id, payload) VALUES (?, ?, ?, ?, ?, ?)",
-            (event.kind, event.created_at, event.plate_id, event.well_id, event.image_id,
-             json.dumps(event.payload, sort_keys=True, default=str)),
-        )
-        return int(cursor.lastrowid or 0)
+def record_event(db: Db, event: Event) -> int:
+    """Store ``event`` in the catalogue's ``events`` table; returns its row id."""
+    return stored.insert_event(db, event.kind, event.payload, created_at=event.created_at, plate_id=event.plate_id,
+                               well_id=event.well_id, image_id=event.image_id)
 
 
-def recent_events(conn: sqlite3.Connection, limit: int = 50, kind: str | None = None) -> list[Event]:
+def recent_events(db: Db, limit: int = 50, kind: str | None = None) -> list[Event]:
     """The newest events first, optionally of one kind (works on a read-only connection)."""
-    sql = "SELECT kind, created_at, plate_id, well_id, image_id, payload FROM events"
-    params: tuple[Any, ...] = ()
-    if kind is not None:
-        sql, params = sql + " WHERE kind = ?", (kind,)
-    rows = conn.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit)).fetchall()
-    return [Event(kind=r[0], created_at=r[1], plate_id=r[2], well_id=r[3], image_id=r[4],
-                  payload=json.loads(r[5]) if r[5] else {}) for r in rows]
+    return [Event(row["kind"], row["payload"], row["plate_id"], row["well_id"], row["image_id"], row["created_at"])
+            for row in stored.event_rows(db, limit=limit, kind=kind)]
 
 
-# -- constructors, one per kind ---------------------------------------------------------------
+# -- from event to alert ------------------------------------------------------------------------
+class Wording(NamedTuple):
+    """What a kind's formatter says about one event; ``alert_for`` adds severity, fields and time."""
+
+    title: str
+    text: str  # one line
+    dedupe_key: str
+
+
+_Formatter: TypeAlias = Callable[[dict[str, Any]], Wording]  # a kind's payload -> its words
+_FORMATS: dict[str, tuple[Severity, _Formatter]] = {}
+
+
+def _alert(kind: str, severity: Severity) -> Callable[[_Formatter], _Formatter]:
+    """Register the decorated function as the formatter of ``kind``'s payload, at ``severity``."""
+    def register(words: _Formatter) -> _Formatter:
+        if kind not in EVENT_KINDS or kind in _FORMATS:
+            raise ValueError(f"event kind {kind!r} is unknown or already has a formatter")
+        _FORMATS[kind] = (severity, words)
+        return words
+    return register
+
+
+def alert_for(event: Event) -> Alert:
+    """The alert for ``event``: its kind's severity, title, one line of text and dedupe key, and as
+    fields the payload entries that are not None."""
+    if event.kind not in _FORMATS:  # pragma: no cover - every kind registers one below
+        raise ValueError(f"no alert format for event kind {event.kind!r}")
+    severity, words = _FORMATS[event.kind]
+    title, text, dedupe_key = words(event.payload)
+    fields = {k: v for k, v in event.payload.items() if v is not None}
+    return Alert(event.kind, severity, title, text, fields, dedupe_key, event.created_at)
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, int | float) else "?"
+
+
+def _gb(n: Any) -> str:
+    return f"{n / 1e9:.1f} GB" if isinstance(n, int | float) else "?"
+
+
+# -- the kinds: constructor and alert text, one section each --------------------------------------
 def crystal_hit(plate: str | None, well: str | None, drop: int | None, label: str, confidence: float | None,
                 image_path: str | None, *, inspection: int | None = None, model_version: str | None = None,
                 plate_id: int | None = None, well_id: int | None = None, image_id: int | None = None,
@@ -82,10 +117,24 @@ def crystal_hit(plate: str | None, well: str | None, drop: int | None, label: st
                  plate_id=plate_id, well_id=well_id, image_id=image_id)
 
 
+@_alert(CRYSTAL_HIT, "info")
+def _crystal_hit_words(p: dict[str, Any]) -> Wording:
+    where = f"plate {p.get('plate')} well {p.get('well')}" + (f" drop {p['drop']}" if p.get("drop") is not None else "")
+    return Wording(f"Crystal hit: {p.get('plate')} {p.get('well')}",
+                   f"{p.get('class')} in {where} (confidence {_pct(p.get('confidence'))})",
+                   f"crystal_hit:{p.get('plate')}:{p.get('well')}")
+
+
 def imager_stalled(last_image_at: float | None, now: float, silent_seconds: float) -> Event:
     """No new image for ``silent_seconds`` of expected hours (``last_image_at`` in Unix seconds)."""
     return Event(IMAGER_STALLED, {"last_image_at": last_image_at, "silent_seconds": round(silent_seconds, 1)},
                  created_at=now)
+
+
+@_alert(IMAGER_STALLED, "warning")
+def _imager_stalled_words(p: dict[str, Any]) -> Wording:
+    hours = (p.get("silent_seconds") or 0) / 3600
+    return Wording("Imager stalled", f"no new image for {hours:.1f} h of expected imaging hours", "imager_stalled")
 
 
 # The three training kinds carry ``training``: the run's figures (started_at and seconds in Unix
@@ -96,11 +145,24 @@ def training_failed(reason: str, *, run: str | None = None, training: dict[str, 
     return Event(TRAINING_FAILED, {"reason": reason, "run": run, "training": training or {}})
 
 
+@_alert(TRAINING_FAILED, "warning")
+def _training_failed_words(p: dict[str, Any]) -> Wording:
+    return Wording("Training failed", f"training failed: {p.get('reason')}",
+                   f"training_failed:{p.get('run') or p.get('reason')}")
+
+
 def model_promoted(version: str, metrics: dict[str, Any] | None = None, *, previous: str | None = None,
                    training: dict[str, Any] | None = None) -> Event:
     """``version`` passed the gate and now serves."""
     return Event(MODEL_PROMOTED, {"version": version, "previous_version": previous, "metrics": metrics or {},
                                   "training": training or {}})
+
+
+@_alert(MODEL_PROMOTED, "info")
+def _model_promoted_words(p: dict[str, Any]) -> Wording:
+    return Wording(f"Model {p.get('version')} promoted",
+                   f"model {p.get('version')} now serves (was {p.get('previous_version') or 'none'})",
+                   f"model_promoted:{p.get('version')}")
 
 
 def model_rejected(version: str, reason: str, metrics: dict[str, Any] | None = None, *,
@@ -110,12 +172,32 @@ def model_rejected(version: str, reason: str, metrics: dict[str, Any] | None = N
                                   "training": training or {}})
 
 
+@_alert(MODEL_REJECTED, "warning")
+def _model_rejected_words(p: dict[str, Any]) -> Wording:
+    return Wording(f"Model {p.get('version')} rejected",
+                   f"model {p.get('version')} failed the promotion gate: {p.get('reason')}",
+                   f"model_rejected:{p.get('version')}")
+
+
 def disk_low(path: str, free_bytes: int, total_bytes: int) -> Event:
     """The state folder's disk is nearly full."""
     return Event(DISK_LOW, {"path": path, "free_bytes": free_bytes, "total_bytes": total_bytes})
+
+
+@_alert(DISK_LOW, "critical")
+def _disk_low_words(p: dict[str, Any]) -> Wording:
+    return Wording("Disk space low", f"{_gb(p.get('free_bytes'))} free of {_gb(p.get('total_bytes'))} at {p.get('path')}",
+                   "disk_low")
 
 
 def drift(distance: float, threshold: float, n_images: int, *, model_version: str | None = None) -> Event:
     """New images' embeddings moved away from the training data by ``distance`` (> ``threshold``)."""
     return Event(DRIFT, {"distance": round(distance, 4), "threshold": threshold, "images": n_images,
                          "model_version": model_version})
+
+
+@_alert(DRIFT, "warning")
+def _drift_words(p: dict[str, Any]) -> Wording:
+    return Wording("Image drift",
+                   f"new images moved {p.get('distance')} from the training data (threshold {p.get('threshold')})",
+                   "drift")

@@ -10,13 +10,13 @@ neither forgets a hit nor announces it again.
 from __future__ import annotations
 
 import logging
-import time
 
 from xtalwatch.alerts import events as ev
-from xtalwatch.alerts.dispatch import AlertDispatcher, alert_for, raise_event
+from xtalwatch.alerts.dispatch import AlertDispatcher, raise_event
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.stages.classify import Prediction
 from xtalwatch.stages.well_outcome import Outcome, calls_for_well, transition, well_outcome
+from xtalwatch.store import outcomes as stored
 from xtalwatch.store.catalogue import Catalogue
 
 __all__ = ["HitTracker"]
@@ -34,35 +34,25 @@ class HitTracker:
         self.alerts = alerts
         self.min_confidence = min_confidence
 
-    def _previous(self, well_id: int) -> Outcome | None:
-        rows = self.catalogue.query("SELECT label FROM well_outcomes WHERE well_id=?", (well_id,))
-        return Outcome(rows[0]["label"]) if rows else None
-
     def on_predictions(self, predictions: list[Prediction]) -> list[ev.Event]:
         ids = sorted({p.image_id for p in predictions})
         if not ids:
             return []
         version = predictions[0].model_version
-        wells = {r[0] for r in self.catalogue.query(
-            f"SELECT DISTINCT well_id FROM images WHERE well_id IS NOT NULL AND id IN ({','.join('?' * len(ids))})",
-            tuple(ids))}
         hits = []
-        for well_id in sorted(wells):
+        for well_id in stored.wells_of_images(self.catalogue, ids):
+            # Read the calls and the last outcome, and save the new one, as one unit.
             with self.catalogue.transaction() as conn:
                 calls = calls_for_well(conn, well_id, model_version=version)
                 current = well_outcome(calls, self.min_confidence)
-                previous = self._previous(well_id)
-                conn.execute(
-                    """INSERT INTO well_outcomes (well_id, label, confidence, image_id, model_version, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(well_id) DO UPDATE SET label=excluded.label,
-                       confidence=excluded.confidence, image_id=excluded.image_id,
-                       model_version=excluded.model_version, updated_at=excluded.updated_at""",
-                    (well_id, current.label, current.call.confidence if current.call else None,
-                     current.call.image_id if current.call else None, version, time.time()))
+                label = stored.stored_outcome(conn, well_id)
+                previous = Outcome(label) if label is not None else None  # saved without a reliable call: no outcome
+                stored.save_outcome(conn, well_id, current.label, current.call.confidence if current.call else None,
+                                    current.call.image_id if current.call else None, version)
             event = transition(previous, current)
             if event is not None:
                 self.metrics.hits.inc()
-                log.warning("HIT %s", alert_for(event).text)
+                log.warning("HIT %s", ev.alert_for(event).text)
                 raise_event(event, self.catalogue, self.alerts)
                 hits.append(event)
         return hits

@@ -1,6 +1,6 @@
 """A well's outcome: the strongest reliable call across its drops, and when it becomes a hit.
 
-The rule, as pure functions of ``Call`` lists (the catalogue read is one separate helper):
+The rule, as pure functions of ``Call`` lists (``calls_for_well`` reads them from the catalogue):
 
 * A call is **reliable** when its frame has no quality flag, its class is not ``uncertain``,
   and its confidence is at least ``min_confidence``.
@@ -15,11 +15,12 @@ The rule, as pure functions of ``Call`` lists (the catalogue read is one separat
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from xtalwatch.alerts import events as ev
+from xtalwatch.store.catalogue import Db
+from xtalwatch.store.outcomes import well_calls
 
 __all__ = [
     "STRENGTH", "CRYSTAL_CLASSES", "UNCERTAIN", "Call", "Outcome", "strength", "is_crystal", "is_reliable",
@@ -118,32 +119,11 @@ def transition(previous: Outcome | None, current: Outcome) -> ev.Event | None:
                           previous=previous.label if previous is not None else None)
 
 
-_CALLS_SQL = """
-SELECT i.id, i.path, i.drop_no, i.inspection, i.catalogued_at, i.status, i.plate_id, i.well_id,
-       pl.barcode, w.name, p.label, p.confidence, p.model_version, pp.flags
-FROM images i
-JOIN plates pl ON pl.id = i.plate_id
-JOIN wells w ON w.id = i.well_id
-JOIN predictions p ON p.image_id = i.id
-LEFT JOIN preprocess pp ON pp.image_id = i.id
-WHERE i.well_id = ?
-  AND (? IS NULL OR i.imaging = ?)
-  AND NOT EXISTS (SELECT 1 FROM images newer WHERE newer.previous_id = i.id)
-  AND p.id = (SELECT q.id FROM predictions q WHERE q.image_id = i.id AND (? IS NULL OR q.model_version = ?)
-              ORDER BY q.created_at DESC, q.id DESC LIMIT 1)
-"""
-
-
-def calls_for_well(conn: sqlite3.Connection, well_id: int, *, model_version: str | None = None,
+def calls_for_well(db: Db, well_id: int, *, model_version: str | None = None,
                    imaging: str | None = "visible") -> list[Call]:
     """Every classified image of one well as a ``Call`` (all inspections; ``well_outcome`` picks).
 
-    Each image contributes its newest prediction, or the one by ``model_version`` when given
-    (images that model has not classified yet are then left out). A file replaced by a newer
-    version counts only as the newer one. ``imaging`` keeps one imaging mode (None: all).
+    ``db`` is the service's catalogue or a connection to it; which prediction of each image
+    counts, and which images, is ``store.outcomes.well_calls``'s to say.
     """
-    rows = conn.execute(_CALLS_SQL, (well_id, imaging, imaging, model_version, model_version)).fetchall()
-    return [Call(label=r[10], confidence=r[11], drop=r[2], inspection=r[3],
-                 flagged=r[5] == "flagged" or bool(r[13]), seen_at=r[4], image_id=r[0], image_path=r[1],
-                 plate=r[8], well=r[9], plate_id=r[6], well_id=r[7], model_version=r[12])
-            for r in rows]
+    return [Call(**row) for row in well_calls(db, well_id, model_version=model_version, imaging=imaging)]

@@ -1,4 +1,5 @@
-"""The SQLite catalogue: plates, wells, images, the files they came from, and rejected files.
+"""The SQLite catalogue: the connection, the schema, and ingest's tables (plates, wells, images,
+the files they came from, rejected files, preprocessing results).
 
 One writer: a single connection guarded by a lock owns every write, in WAL mode so that
 readers (``xtalwatch status``, the web app) never block it. The schema is versioned in
@@ -6,6 +7,12 @@ readers (``xtalwatch status``, the web app) never block it. The schema is versio
 
 An image is its content (sha256). ``files`` maps each path to the image it holds now, so a
 copy or a touched file adds no image, and the same path with new content is a new version.
+
+Every named query in the store takes ``db``: the service's ``Catalogue`` (a read runs under its
+writer lock, a write in its own transaction), or a ``sqlite3.Connection``: a read-only one from
+``Catalogue.open_readonly`` for reports, or the one ``Catalogue.transaction()`` yields, so that
+several named queries make one atomic unit. ``fetch_rows``, ``fetch_value`` and ``writing`` are
+how the store's modules run their SQL on either; no module outside ``store`` writes SQL.
 """
 
 from __future__ import annotations
@@ -13,16 +20,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import Probe
 
-__all__ = ["Catalogue", "CATALOGUE_FILE", "SCHEMA_VERSION", "NewImage"]
+__all__ = ["Catalogue", "CATALOGUE_FILE", "SCHEMA_VERSION", "NewImage", "Db", "schema_version", "last_catalogued_at",
+           "image_id_by_id", "image_id_by_path", "image_id_by_sha256"]
 
 CATALOGUE_FILE = "catalogue.sqlite3"
 
@@ -190,7 +198,8 @@ class Catalogue:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run writes atomically under the writer lock."""
+        """Run writes atomically under the writer lock; pass the connection it yields to named
+        queries to make them one unit (not ``self``: a write on ``self`` opens its own transaction)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -201,8 +210,8 @@ class Catalogue:
             self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        """Run one ad-hoc read. Being retired: new SQL goes into a named query in ``store``."""
+        return fetch_rows(self, sql, params)
 
     # -- schema ------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -215,7 +224,7 @@ class Catalogue:
 
     @property
     def schema_version(self) -> int:
-        return self.query("PRAGMA user_version")[0][0]
+        return schema_version(self)
 
     # -- what ingest needs ------------------------------------------------------------
     def is_settled(self, path: str, size: int, changed_ns: int) -> bool:
@@ -299,5 +308,59 @@ class Catalogue:
             )
             conn.execute("UPDATE images SET status=? WHERE id=?", (status, image_id))
 
-    def images_with_status(self, status: str, limit: int = 1000) -> list[sqlite3.Row]:
-        return self.query("SELECT id, path, sha256 FROM images WHERE status=? ORDER BY id LIMIT ?", (status, limit))
+
+# -- running named queries on either kind of db ----------------------------------------------
+Db: TypeAlias = "Catalogue | sqlite3.Connection"
+
+
+def fetch_rows(db: Db, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    """Every row of one read on ``db`` (for the store's modules; elsewhere, call a named query)."""
+    if isinstance(db, Catalogue):
+        with db._lock:
+            return db._conn.execute(sql, tuple(params)).fetchall()
+    return db.execute(sql, tuple(params)).fetchall()
+
+
+def fetch_value(db: Db, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first column of the first row of one read on ``db`` (None when there is no row)."""
+    rows = fetch_rows(db, sql, params)
+    return rows[0][0] if rows else None
+
+
+@contextmanager
+def writing(db: Db) -> Iterator[sqlite3.Connection]:
+    """A connection to write on: a ``Catalogue``'s own transaction, or the caller's open one."""
+    if isinstance(db, Catalogue):
+        with db.transaction() as conn:
+            yield conn
+    else:
+        yield db
+
+
+# -- reads of ingest's tables ----------------------------------------------------------------
+def schema_version(db: Db) -> int:
+    """The migration the database is at (``PRAGMA user_version``)."""
+    return int(fetch_value(db, "PRAGMA user_version"))
+
+
+def last_catalogued_at(db: Db) -> float | None:
+    """Unix time the newest image was catalogued; None before the first."""
+    return fetch_value(db, "SELECT MAX(catalogued_at) FROM images")
+
+
+def image_id_by_id(db: Db, image_id: int) -> int | None:
+    """``image_id`` when such an image is catalogued, else None."""
+    return fetch_value(db, "SELECT id FROM images WHERE id=?", (image_id,))
+
+
+def image_id_by_path(db: Db, path: str) -> int | None:
+    """The image a path holds now, or else the image first catalogued at that path; None when neither."""
+    found = fetch_value(db, "SELECT image_id FROM files WHERE path=?", (path,))
+    if found is None:
+        found = fetch_value(db, "SELECT id FROM images WHERE path=?", (path,))
+    return found
+
+
+def image_id_by_sha256(db: Db, sha256: str) -> int | None:
+    """The image with this content (hex sha256), or None."""
+    return fetch_value(db, "SELECT id FROM images WHERE sha256=?", (sha256,))

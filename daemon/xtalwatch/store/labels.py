@@ -1,6 +1,7 @@
 """Labels into the catalogue: a CSV (path or image id, class, labeller) or an ImageFolder (DIR/<class>/*).
 
-Parsing and checking are pure (:func:`parse_csv`, :func:`check_rows`); only :func:`apply` writes.
+Rows are parsed (:func:`parse_csv`, :func:`rows_from_imagefolder`) and checked against the catalogue
+(:func:`check_rows`, which only reads); only :func:`apply` writes.
 An import is all or nothing: every bad line is reported with its line number (unknown class,
 unknown image, the same image given two classes), and nothing is written until there are none.
 Fine crystal habits (``needles``...) are stored as given; ``classify.subclasses`` folds them onto
@@ -16,10 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xtalwatch.config import IMAGE_EXTENSIONS, ClassifyConfig
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.catalogue import (
+    Db,
+    fetch_rows,
+    fetch_value,
+    image_id_by_id,
+    image_id_by_path,
+    image_id_by_sha256,
+    writing,
+)
 
 __all__ = ["LabelRow", "LabelError", "ImportResult", "parse_csv", "rows_from_imagefolder", "check_rows", "apply",
-           "import_labels", "latest_labels"]
+           "import_labels", "stored_label", "insert_label", "latest_labels"]
 
 
 @dataclass(frozen=True)
@@ -85,30 +94,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _resolve(cat: Catalogue, ref: str, watch_dir: Path | None, base: Path | None) -> int | None:
+def _resolve(db: Db, ref: str, watch_dir: Path | None, base: Path | None) -> int | None:
     """An image id from an id, a catalogued path (absolute, or relative to the watch folder or
     the CSV's folder), or the content of a file that exists (its sha256)."""
     if ref.isdigit():
-        hit = cat.query("SELECT id FROM images WHERE id=?", (int(ref),))
-        return int(hit[0][0]) if hit else None
+        return image_id_by_id(db, int(ref))
     candidates = [Path(ref)]
     if not Path(ref).is_absolute():
         candidates += [d / ref for d in (watch_dir, base) if d is not None]
     for c in candidates:
         for key in {str(c), str(c.resolve()) if c.exists() else str(c)}:
-            hit = cat.query("SELECT image_id FROM files WHERE path=?", (key,)) or \
-                cat.query("SELECT id FROM images WHERE path=?", (key,))
-            if hit:
-                return int(hit[0][0])
+            hit = image_id_by_path(db, key)
+            if hit is not None:
+                return int(hit)
     for c in candidates:
         if c.is_file():
-            hit = cat.query("SELECT id FROM images WHERE sha256=?", (_sha256(c),))
-            if hit:
-                return int(hit[0][0])
+            hit = image_id_by_sha256(db, _sha256(c))
+            if hit is not None:
+                return int(hit)
     return None
 
 
-def check_rows(cat: Catalogue, rows: list[LabelRow], cfg: ClassifyConfig, watch_dir: Path | None = None,
+def check_rows(db: Db, rows: list[LabelRow], cfg: ClassifyConfig, watch_dir: Path | None = None,
                base: Path | None = None) -> tuple[list[tuple[LabelRow, int]], list[LabelError]]:
     """Resolve each row to an image and check it; (good rows with their image id, errors)."""
     allowed = set(cfg.classes) | set(cfg.subclass_of)
@@ -120,7 +127,7 @@ def check_rows(cat: Catalogue, rows: list[LabelRow], cfg: ClassifyConfig, watch_
             errors.append(LabelError(row.line, f"unknown class {row.label!r} (classes: {', '.join(cfg.classes)}; "
                                                f"sub-classes: {', '.join(sorted(cfg.subclass_of))})", row.source))
             continue
-        image_id = _resolve(cat, row.ref, watch_dir, base)
+        image_id = _resolve(db, row.ref, watch_dir, base)
         if image_id is None:
             errors.append(LabelError(row.line, f"unknown image {row.ref!r} (not an image id, a catalogued path, "
                                                "or a file whose content is catalogued)", row.source))
@@ -130,10 +137,10 @@ def check_rows(cat: Catalogue, rows: list[LabelRow], cfg: ClassifyConfig, watch_
             errors.append(LabelError(row.line, f"duplicate: image {image_id} ({row.ref}) is {row.label!r} here but "
                                                f"{prev.label!r} on line {prev.line}", row.source))
             continue
-        stored = cat.query("SELECT label FROM labels WHERE image_id=? AND labeller=?", (image_id, row.labeller))
-        if stored and stored[0][0] != row.label:
+        stored = stored_label(db, image_id, row.labeller)
+        if stored is not None and stored != row.label:
             errors.append(LabelError(row.line, f"duplicate: image {image_id} ({row.ref}) is already labelled "
-                                               f"{stored[0][0]!r} by {row.labeller or 'the default labeller'!r}, "
+                                               f"{stored!r} by {row.labeller or 'the default labeller'!r}, "
                                                f"not {row.label!r}", row.source))
             continue
         seen[(image_id, row.labeller)] = row
@@ -141,22 +148,20 @@ def check_rows(cat: Catalogue, rows: list[LabelRow], cfg: ClassifyConfig, watch_
     return good, errors
 
 
-def apply(cat: Catalogue, good: list[tuple[LabelRow, int]]) -> ImportResult:
+def apply(db: Db, good: list[tuple[LabelRow, int]]) -> ImportResult:
     """Write checked rows in one transaction; a row already stored with the same class is unchanged."""
     result = ImportResult()
     now = time.time()
-    with cat.transaction() as conn:
+    with writing(db) as conn:
         for row, image_id in good:
-            cur = conn.execute("INSERT OR IGNORE INTO labels (image_id, label, labeller, created_at) VALUES (?, ?, ?, ?)",
-                               (image_id, row.label, row.labeller, now))
-            if cur.rowcount:
+            if insert_label(conn, image_id, row.label, row.labeller, now):
                 result.added += 1
             else:
                 result.unchanged += 1
     return result
 
 
-def import_labels(cat: Catalogue, source: Path, cfg: ClassifyConfig, *, labeller: str = "",
+def import_labels(db: Db, source: Path, cfg: ClassifyConfig, *, labeller: str = "",
                   watch_dir: Path | None = None) -> ImportResult:
     """Import a CSV file or an ImageFolder; nothing is written when any line has an error."""
     source = Path(source)
@@ -168,14 +173,32 @@ def import_labels(cat: Catalogue, source: Path, cfg: ClassifyConfig, *, labeller
         base = source.parent
     else:
         raise FileNotFoundError(f"no such file or folder: {source}")
-    good, more = check_rows(cat, rows, cfg, watch_dir, base)
+    good, more = check_rows(db, rows, cfg, watch_dir, base)
     errors += more
     if errors:
         return ImportResult(errors=sorted(errors, key=lambda e: e.line))
-    return apply(cat, good)
+    return apply(db, good)
 
 
-def latest_labels(cat: Catalogue) -> dict[int, str]:
-    """image id → its most recent label (any labeller), as stored (fine names kept; see ``map_labels``)."""
-    rows = cat.query("SELECT image_id, label FROM labels ORDER BY created_at, id")
+# -- the labels table ----------------------------------------------------------------------------
+def stored_label(db: Db, image_id: int, labeller: str) -> str | None:
+    """The class ``labeller`` gave the image, or None."""
+    return fetch_value(db, "SELECT label FROM labels WHERE image_id=? AND labeller=?", (image_id, labeller))
+
+
+def insert_label(db: Db, image_id: int, label: str, labeller: str, created_at: float) -> bool:
+    """Store one label (``created_at`` in Unix s); False when this labeller had already labelled the image."""
+    with writing(db) as conn:
+        cursor = conn.execute("INSERT OR IGNORE INTO labels (image_id, label, labeller, created_at) VALUES (?, ?, ?, ?)",
+                              (image_id, label, labeller, created_at))
+        return bool(cursor.rowcount)
+
+
+def latest_labels(cat: Db) -> dict[int, str]:
+    """image id → its most recent label (any labeller), as stored (fine names kept; ``learn.bundle.map_labels``
+    folds them).
+
+    ``cat`` is the service's ``Catalogue`` or any connection to it (a read-only one will do).
+    """
+    rows = fetch_rows(cat, "SELECT image_id, label FROM labels ORDER BY created_at, id")
     return {int(r[0]): str(r[1]) for r in rows}

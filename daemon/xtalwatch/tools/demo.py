@@ -33,9 +33,10 @@ from xtalwatch.logs import setup_logging
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.observe.status import collect_status
 from xtalwatch.service import Service
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.catalogue import Catalogue, Db
 from xtalwatch.store.labels import import_labels
-from xtalwatch.tools.platemap import plate_map_png, plate_map_text
+from xtalwatch.store.report import images_past_preprocessing, model_statuses, newest_prediction_labels
+from xtalwatch.tools.platemap import plate_map_png, plate_map_text, well_outcomes
 from xtalwatch.tools.synth import generate_plates
 
 __all__ = ["DemoOptions", "run_demo", "demo_settings"]
@@ -144,7 +145,7 @@ def run_demo(options: DemoOptions) -> int:
 def _catalogued(service: Service) -> int:
     """Images past preprocessing (preprocessed, flagged or failed)."""
     assert service.catalogue is not None
-    return service.catalogue.query("SELECT COUNT(*) FROM images WHERE status != 'catalogued'")[0][0]
+    return images_past_preprocessing(service.catalogue)
 
 
 def _play_the_lab(service: Service, settings: Settings, labels_csv: Path, per_inspection: int,
@@ -198,16 +199,13 @@ def _wait_until_caught_up(service: Service, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def _agreement(catalogue: Catalogue, imager: Path, labels_csv: Path, settings: Settings) -> tuple[int, int]:
+def _agreement(db: Db, imager: Path, labels_csv: Path, settings: Settings) -> tuple[int, int]:
     """How many classified images the serving model called as the imager's ground truth says."""
     truth = {}
     if labels_csv.is_file():
         fold = settings.classify.subclass_of
         truth = {str(imager / r["path"]): fold.get(r["class"], r["class"]) for r in csv.DictReader(labels_csv.open())}
-    rows = catalogue.query(
-        """SELECT i.path, p.label FROM images i JOIN predictions p ON p.image_id = i.id
-           WHERE p.created_at = (SELECT MAX(created_at) FROM predictions WHERE image_id = i.id)""")
-    scored = [(truth[r["path"]], r["label"]) for r in rows if r["path"] in truth]
+    scored = [(truth[path], label) for path, label in newest_prediction_labels(db) if path in truth]
     return sum(t == p for t, p in scored), len(scored)
 
 
@@ -222,22 +220,20 @@ def _print_summary(state: Path, out: Path, wells: int, labels_csv: Path, setting
     print("  by status: " + ", ".join(f"{k} {v}" for k, v in sorted(status["images_by_status"].items())))
     if status["flagged_by_flag"]:
         print("  quality flags: " + ", ".join(f"{k} {v}" for k, v in sorted(status["flagged_by_flag"].items())))
-    catalogue = Catalogue(state)
+    hits = status["hits_total"]
+    conn = Catalogue.open_readonly(state)  # the service has stopped: its state only needs reading
     try:
-        hits = catalogue.query("SELECT COUNT(*) FROM events WHERE kind='crystal_hit'")[0][0]
-        right, scored = _agreement(catalogue, out / "imager", labels_csv, settings)
-        models = catalogue.query("SELECT version, status FROM models ORDER BY created_at")
-        from xtalwatch.tools.platemap import well_outcomes
-
+        right, scored = _agreement(conn, out / "imager", labels_csv, settings)
+        models = model_statuses(conn)
         for plate in status["plates"]:
-            outcomes = well_outcomes(catalogue._conn, plate)
+            outcomes = well_outcomes(conn, plate)
             if not outcomes:
                 continue
             png = plate_map_png(outcomes, out / "plate_maps" / f"{plate}.png", f"plate {plate}", wells=wells)
             print(f"\nplate {plate} ({png}):")
             print(plate_map_text(outcomes, wells=wells))
     finally:
-        catalogue.close()
+        conn.close()
     print(f"\nmodels: {', '.join(f'{m[0]} ({m[1]})' for m in models) or 'none'}; crystal hits: {hits}")
     if scored:
         print(f"agreement with the synthetic imager's ground truth: {right / scored:.0%} of {scored} classified images "

@@ -6,13 +6,14 @@ catalogue is ``well_outcomes``.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from xtalwatch.plate import PLATE_FORMATS, row_letters, well_position
+from xtalwatch.store.catalogue import Db
+from xtalwatch.store.outcomes import plate_outcomes
 
 __all__ = ["plate_map_text", "plate_map_png", "well_outcomes", "COLOURS", "SYMBOLS"]
 
@@ -90,18 +91,14 @@ def plate_map_png(outcomes: dict[str, tuple[str, float]], path: Path, title: str
     return path
 
 
-def well_outcomes(conn: sqlite3.Connection, plate: str) -> dict[str, tuple[str, float]]:
+def well_outcomes(db: Db, plate: str) -> dict[str, tuple[str, float]]:
     """Each well's current outcome (the per-well rule's, kept by the service); wells with only
-    quality-flagged frames show as ``flagged``, wells with no reliable call yet as ``uncertain``."""
-    rows = conn.execute(
-        """SELECT w.name AS well, o.label AS label, o.confidence AS confidence,
-                  SUM(i.status = 'flagged') AS flagged, COUNT(i.id) AS images
-           FROM wells w JOIN plates p ON p.id = w.plate_id
-           LEFT JOIN well_outcomes o ON o.well_id = w.id
-           LEFT JOIN images i ON i.well_id = w.id
-           WHERE p.barcode = ? GROUP BY w.id""", (plate,)).fetchall()
+    quality-flagged frames show as ``flagged``, wells with no reliable call yet as ``uncertain``.
+
+    ``db`` is a catalogue or a (read-only) connection to one; ``plate`` a barcode.
+    """
     out: dict[str, tuple[str, float]] = {}
-    for row in rows:
+    for row in plate_outcomes(db, plate):
         if row["label"] is not None:
             out[row["well"]] = (row["label"], float(row["confidence"] or 0.0))
         elif row["images"] and row["flagged"] == row["images"]:

@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 
-from xtalwatch.alerts.dispatch import Alert
+from xtalwatch.alerts.alert import Alert
 from xtalwatch.config import CommandSinkConfig
 
 __all__ = ["CommandSink", "alert_environment"]

@@ -7,7 +7,7 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
-from xtalwatch.alerts.dispatch import Alert
+from xtalwatch.alerts.alert import Alert
 from xtalwatch.config import EmailSinkConfig
 
 __all__ = ["EmailSink"]

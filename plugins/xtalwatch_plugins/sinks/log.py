@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from xtalwatch.alerts.dispatch import Alert
+from xtalwatch.alerts.alert import Alert
 from xtalwatch.config import LogSinkConfig
 
 __all__ = ["LogSink"]

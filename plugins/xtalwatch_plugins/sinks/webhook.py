@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 from xtalwatch import __version__
-from xtalwatch.alerts.dispatch import Alert
+from xtalwatch.alerts.alert import Alert
 from xtalwatch.config import WebhookSinkConfig
 
 __all__ = ["WebhookSink"]
