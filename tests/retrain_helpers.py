@@ -75,6 +75,6 @@ def tiny_settings(state: Path, **overrides: Any) -> Settings:
     """Settings for a few-second training: 16 px, small batch, a handful of steps, CPU."""
     base = {"state.dir": state, "preprocess.image_size": CROP_PX, "train.image_size": 16, "train.batch_size": 16, "train.small_stem": False,
             "train.max_steps": 3, "train.min_images": 30, "train.device": "cpu", "train.checkpoint_every_steps": 100,
-            "train.log_every_steps": 1, "train.workers": 1, "retrain.knn_k": 5, "logging.level": "INFO"}
+            "train.log_every_steps": 1, "train.workers": 1, "classify.knn_k": 5, "logging.level": "INFO"}
     base.update(overrides)
     return load_settings(None, base)

@@ -158,7 +158,7 @@ def test_models_command_lists_promotes_and_rolls_back(tmp_path: Path, capsys: py
     assert main(["models", "--state", str(tmp_path), "list"]) == 0
     assert "no models yet" in capsys.readouterr().out
     reg.add(FileBundle(), version="20260101-020000-aaaaaa", created_at=1.0,
-            metrics={"gate": {"feature_std": 0.0123, "knn_accuracy": 0.8, "linear_accuracy": 0.75}, "n_images": 600})
+            metrics={"gate": {"feature_std": 0.0123, "accuracy": 0.8, "head": "linear"}, "n_images": 600})
     reg.promote("20260101-020000-aaaaaa", "first model")
     reg.add(FileBundle(), version="20260102-020000-bbbbbb", created_at=2.0, metrics={"gate": {"feature_std": 0.0}})
     reg.reject("20260102-020000-bbbbbb", "collapsed: feature std 0.000000 < collapse_std_min 0.001")
@@ -168,6 +168,7 @@ def test_models_command_lists_promotes_and_rolls_back(tmp_path: Path, capsys: py
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["VERSION", "STATUS", "CREATED"]
     assert out[1].split()[:3] == ["*", "20260101-020000-aaaaaa", "promoted"] and "0.800" in out[1] and "0.0123" in out[1]
+    assert "linear" in out[1] and "HEAD" in out[0]
     assert "rejected" in out[2] and out[2].endswith("collapsed: feature std 0.000000 < collapse_std_min 0.001")
 
     assert main(["models", "--state", str(tmp_path), "promote", "20260102-020000-bbbbbb"]) == 1

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from xtalwatch.cli import main
 from xtalwatch.config import TrainConfig
 from xtalwatch.learn.features import embed
@@ -27,6 +28,10 @@ from xtalwatch.learn.simclr import (
     load_folder,
     train,
 )
+from xtalwatch.learn.simclr.encoder import build_encoder
+
+# The module, not the function of the same name that the package exports.
+train_module = sys.modules["xtalwatch.learn.simclr.train"]
 
 TINY = dict(image_size=16, batch_size=4, min_images=8, device="cpu", seed=1, log_every_steps=1)
 
@@ -95,14 +100,46 @@ def test_resume_after_kill_gives_the_same_loss_curve(tmp_path: Path) -> None:
     np.testing.assert_allclose(resumed, whole.losses, rtol=0, atol=1e-6)
 
 
-def test_out_of_memory_halves_the_batch_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+def device_fits_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device on which a batch of more than two crops runs out of memory, as a real one would."""
+    real = train_module._step_input
+
+    def step_input(images: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+        if len(idx) > 2:
+            raise torch.OutOfMemoryError(f"fake device: batch {len(idx)} > 2 crops")
+        return real(images, idx, device)
+
+    monkeypatch.setattr(train_module, "_step_input", step_input)
+
+
+def test_out_of_memory_halves_the_batch_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                       device_fits_two: None) -> None:
     cfg = TrainConfig(**{**TINY, "batch_size": 8}, max_steps=2, checkpoint_every_steps=100)
     with caplog.at_level(logging.WARNING, logger="xtalwatch.learn.simclr.train"):
-        result = train(cfg, from_arrays(_arrays()), tmp_path, progress=False, fault_max_batch=2)
+        result = train(cfg, from_arrays(_arrays()), tmp_path, progress=False)
     assert result.batch_size == 2 and result.steps == 2 and all(np.isfinite(result.losses))
     assert len(result.warnings) == 2 and "retrying with 4" in result.warnings[0]
     assert sum("out of memory" in r.getMessage() for r in caplog.records) == 2
     assert load_checkpoint(result.checkpoint)["batch_size"] == 2
+
+
+def test_init_encoder_starts_from_its_weights_and_must_fit_the_stem(tmp_path: Path) -> None:
+    data = from_arrays(_arrays())
+    cfg = TrainConfig(**TINY, max_steps=1, checkpoint_every_steps=100)
+    start = build_encoder(16, small_stem=True)
+    with torch.no_grad():
+        start.backbone.conv1.weight.fill_(0.01)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    zero_lr = TrainConfig(**{**TINY, "lr": 1e-12, "weight_decay": 0.0}, max_steps=1, checkpoint_every_steps=100)
+    result = train(zero_lr, data, tmp_path / "warm", init_encoder=start, progress=False)
+    trained = load_encoder(result.checkpoint)
+    torch.testing.assert_close(trained.backbone.conv1.weight, before["backbone.conv1.weight"])
+    assert all(torch.equal(v, before[k]) for k, v in start.state_dict().items())  # copied, not trained in place
+    scratch = load_encoder(train(zero_lr, data, tmp_path / "cold", progress=False).checkpoint)
+    assert not torch.allclose(scratch.backbone.conv1.weight, before["backbone.conv1.weight"])
+    with pytest.raises(ValueError, match="init_encoder has small_stem=False"):
+        train(cfg, data, tmp_path / "stem", init_encoder=build_encoder(16, small_stem=False), progress=False)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:

@@ -351,7 +351,7 @@ class RetrainConfig(Section):
     )
     nice: int = Field(10, ge=0, le=19, description="CPU niceness added to the training child process (0-19).")
     gate_margin: float = Field(
-        0.02, ge=0, le=1, description="Largest drop in kNN or linear hold-out accuracy (fraction, 0-1) a new model may show."
+        0.02, ge=0, le=1, description="Largest drop in the serving head's hold-out accuracy (fraction, 0-1) a new model may show."
     )
     collapse_std_min: float = Field(
         0.001, ge=0, description="Smallest mean per-dimension std of L2-normalised features across images; below it the "
@@ -360,7 +360,6 @@ class RetrainConfig(Section):
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="Fraction of labelled images held out (chosen by content hash, stable) to score models."
     )
-    knn_k: int = Field(20, ge=1, description="Neighbours for the gate's cosine kNN accuracy.")
     reclassify: Literal["recent", "all", "none"] = Field(
         "recent", description="After a swap, re-classify images of the last recent_days (recent), every image, or none."
     )
@@ -395,7 +394,7 @@ class ClassifyConfig(Section):
     subclasses: list[str] = Field(
         default_factory=lambda: list(_CRYSTAL_HABITS),
         description="Finer labels as 'fine:class' (crystal habits -> crystals); labels keep the fine name.")
-    knn_k: int = Field(20, ge=1, description="Neighbours that vote in the kNN head (count).")
+    knn_k: int = Field(20, ge=1, description="Neighbours that vote in the kNN head, served and gated (count).")
     knn_temperature: float = Field(0.07, gt=0, description="kNN vote weight exp(cosine / T); T dimensionless.")
     uncertain_below: float = Field(
         0.6, ge=0, le=1, description="Calibrated top-class probability below which an image is flagged 'uncertain'.")

@@ -35,12 +35,13 @@ def _from_catalogue(settings) -> tuple[list, list[dict]]:
     import cv2
 
     from xtalwatch.store.catalogue import Catalogue
+    from xtalwatch.store.labels import latest_labels
 
     cat = Catalogue(settings.state.dir)
     try:
-        rows = cat.query("SELECT i.id, i.path, p.crop_path, (SELECT label FROM labels l WHERE l.image_id=i.id "
-                         "ORDER BY created_at DESC LIMIT 1) AS label FROM images i JOIN preprocess p ON p.image_id=i.id "
+        rows = cat.query("SELECT i.id, i.path, p.crop_path FROM images i JOIN preprocess p ON p.image_id=i.id "
                          "WHERE p.crop_path IS NOT NULL ORDER BY i.id")
+        labels = latest_labels(cat)
     finally:
         cat.close()
     crops, index = [], []
@@ -52,7 +53,7 @@ def _from_catalogue(settings) -> tuple[list, list[dict]]:
         if img is None:
             continue
         crops.append(img)
-        index.append({"image_id": r["id"], "path": r["path"], "label": r["label"] or ""})
+        index.append({"image_id": r["id"], "path": r["path"], "label": labels.get(int(r["id"]), "")})
     return crops, index
 
 

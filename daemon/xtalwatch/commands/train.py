@@ -1,7 +1,10 @@
-"""``xtalwatch train``: train the SimCLR encoder on a folder of images (the catalogue comes later).
+"""``xtalwatch train``: the service's retraining now (the catalogue), or SimCLR on a folder of images.
 
-Works alone or under ``torchrun --nproc_per_node=G $(which xtalwatch) train ...`` (DDP). Torch is
-imported only when the command runs, so other commands start fast.
+Without ``--images`` (or with ``--now``) it runs :func:`xtalwatch.learn.retrain.run_retrain` in the
+foreground: the catalogue's usable images, the gate, the registry, and the outcome event with its
+alert, exactly as the scheduled child does. With ``--images DIR`` it only trains an encoder, alone
+or under ``torchrun --nproc_per_node=G $(which xtalwatch) train ...`` (DDP). Torch is imported only
+when the command runs, so other commands start fast.
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ import torch
 
 from xtalwatch.config import ClassifyConfig
 from xtalwatch.files import atomic_dir
-from xtalwatch.learn.features import embed, l2_normalise, to_model_rgb
+from xtalwatch.learn.features import embed, to_model_rgb
+from xtalwatch.learn.gate import feature_std
 from xtalwatch.learn.heads.calibrate import fit_temperature, nll, softmax
-from xtalwatch.learn.heads.knn import KnnHead, fit_knn
-from xtalwatch.learn.heads.linear import LinearHead, fit_linear
+from xtalwatch.learn.heads.serving import Head, fit_head, head_from_state
 from xtalwatch.learn.simclr.encoder import Encoder
 
 __all__ = ["ModelBundle", "NoClassifier", "build_bundle", "map_labels", "calls", "FORMAT"]
@@ -41,23 +41,21 @@ class NoClassifier(RuntimeError):
     """The bundle has an encoder but no head (no labels yet): it can embed, not classify."""
 
 
-def map_labels(labels: Sequence[str], cfg: ClassifyConfig) -> list[str]:
-    """Fine labels folded onto ``cfg.classes`` (``needles`` → ``crystals``); unknown ones raise ValueError."""
-    out = []
-    for i, lab in enumerate(labels):
-        lab = cfg.subclass_of.get(lab, lab)
-        if lab not in cfg.classes:
-            raise ValueError(f"label {i}: unknown class {lab!r} (classes: {cfg.classes}, "
-                             f"sub-classes: {sorted(cfg.subclass_of)})")
-        out.append(lab)
-    return out
+def map_labels(labels: Sequence[str], cfg: ClassifyConfig) -> list[str | None]:
+    """Each label as one of ``cfg.classes``: fine labels folded onto their class (``needles`` → ``crystals``).
+
+    A label that is neither a class nor a sub-class maps to None; the caller decides whether that
+    is an error (:func:`build_bundle`) or a label to leave out (retraining, which warns).
+    """
+    fold = cfg.subclass_of
+    return [lab if lab in cfg.classes else fold[lab] if lab in fold else None for lab in labels]
 
 
 class ModelBundle:
     """Encoder, head and calibration temperature, with what identifies them."""
 
     def __init__(self, *, version: str, encoder: Encoder, image_size: int, classes: list[str] | None = None,
-                 head: LinearHead | KnnHead | None = None, temperature: float = 1.0, channels: int = 3,
+                 head: Head | None = None, temperature: float = 1.0, channels: int = 3,
                  metrics: dict | None = None, created_at: float | None = None, data_fingerprint: str = "",
                  train_config: dict | None = None):
         self.version, self.encoder, self.image_size, self.channels = version, encoder.eval(), image_size, channels
@@ -120,21 +118,30 @@ class ModelBundle:
         encoder.to(memory_format=torch.channels_last)
         head = None
         if meta["head"] is not None:
-            state = torch.load(folder / "head.pt", map_location="cpu", weights_only=True)
-            head = LinearHead.from_state(state) if state["kind"] == "linear" else KnnHead.from_state(state)
+            head = head_from_state(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
         return cls(version=meta["version"], encoder=encoder, image_size=meta["image_size"], classes=meta["classes"],
                    head=head, temperature=meta["temperature"], channels=meta["channels"], metrics=meta["metrics"],
                    created_at=meta["created_at"], data_fingerprint=meta["data_fingerprint"],
                    train_config=meta["train_config"])
 
 
-def calls(bundle: ModelBundle, probs: np.ndarray, uncertain_below: float) -> list[dict]:
-    """One record per row of ``predict_proba``: class, confidence, probabilities, version, uncertain."""
+def calls(bundle: ModelBundle, probs: np.ndarray, uncertain_below: float, digits: int = 4) -> list[dict]:
+    """Probabilities → calls: the one place that turns a model's output into what is reported and stored.
+
+    Args:
+        bundle: the model that gave ``probs`` (anything with ``classes`` and ``version``).
+        probs: (N, K) calibrated probabilities, columns in ``bundle.classes`` order.
+        uncertain_below: a call whose top probability is below this is marked uncertain.
+        digits: decimals kept in ``confidence`` and ``probabilities``.
+
+    Returns one record per row: class (the arg-max), confidence, probabilities (class → value),
+    model_version, uncertain.
+    """
     out = []
     for p in np.asarray(probs):
         top = int(p.argmax())
-        out.append({"class": bundle.classes[top], "confidence": round(float(p[top]), 4),
-                    "probabilities": {c: round(float(v), 4) for c, v in zip(bundle.classes, p, strict=True)},
+        out.append({"class": bundle.classes[top], "confidence": round(float(p[top]), digits),
+                    "probabilities": {c: round(float(v), digits) for c, v in zip(bundle.classes, p, strict=True)},
                     "model_version": bundle.version, "uncertain": bool(p[top] < uncertain_below)})
     return out
 
@@ -172,25 +179,26 @@ def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str
     metrics: dict = {}
     labelled = [i for i, lab in enumerate(labels or []) if lab is not None]
     feats = probe.embed(np.asarray(train_crops)[labelled] if labelled else np.asarray(train_crops)[:256])
-    f_norm = l2_normalise(feats)
-    metrics["feature_std"] = float(f_norm.std(axis=0).mean()) if len(f_norm) > 1 else 0.0
+    metrics["feature_std"] = feature_std(feats) if len(feats) > 1 else 0.0
     if not labelled:
         return ModelBundle(version=version, encoder=encoder, image_size=size, metrics=metrics,
                            data_fingerprint=data_fingerprint, train_config=train_config)
-    names = map_labels([labels[i] for i in labelled], cfg)
+    raw = [labels[i] for i in labelled]
+    names = map_labels(raw, cfg)
+    if None in names:
+        i = names.index(None)
+        raise ValueError(f"label {i}: unknown class {raw[i]!r} (classes: {cfg.classes}, "
+                         f"sub-classes: {sorted(cfg.subclass_of)})")
     classes = [c for c in cfg.classes if c in set(names)]
     y = np.array([classes.index(n) for n in names])
     k = len(classes)
-
-    def fit(f: np.ndarray, yy: np.ndarray, kind: str):
-        return fit_knn(f, yy, k, cfg.knn_k, cfg.knn_temperature) if kind == "knn" else fit_linear(f, yy, k)
 
     temperature = 1.0
     split = _holdout(y, holdout_fraction, seed)
     if split is not None and k >= 2:
         fi, ho = split
         for kind in ("linear", "knn"):
-            lg = fit(feats[fi], y[fi], kind).logits(feats[ho])
+            lg = fit_head(feats[fi], y[fi], k, cfg, kind).logits(feats[ho])
             metrics[f"holdout_accuracy_{kind}"] = float((lg.argmax(1) == y[ho]).mean())
             if kind == cfg.head:
                 temperature = fit_temperature(lg, y[ho])
@@ -199,7 +207,7 @@ def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str
         metrics["holdout_size"] = int(len(ho))
     metrics["n_labels"] = len(y)
     metrics["label_counts"] = {c: int((y == i).sum()) for i, c in enumerate(classes)}
-    head = fit(feats, y, cfg.head)
+    head = fit_head(feats, y, k, cfg)
     return ModelBundle(version=version, encoder=encoder, image_size=size, classes=classes, head=head,
                        temperature=temperature, metrics=metrics, data_fingerprint=data_fingerprint,
                        train_config=train_config)

@@ -4,6 +4,7 @@
 ``finetune`` (SimCLRv2: fine-tune from the first projection layer, then optionally distil) and
 ``calibrate`` (temperature scaling on held-out labels). Each head turns (N, 512) features into
 (N, K) logits; the bundle (``xtalwatch.learn.bundle``) divides them by the calibration temperature.
+``serving`` fits the kind ``classify.head`` names (``fit_head``), for the bundle and the gate alike.
 """
 
 from __future__ import annotations
@@ -11,5 +12,7 @@ from __future__ import annotations
 from xtalwatch.learn.heads.calibrate import fit_temperature, nll, softmax
 from xtalwatch.learn.heads.knn import KnnHead, fit_knn
 from xtalwatch.learn.heads.linear import LinearHead, fit_linear
+from xtalwatch.learn.heads.serving import Head, fit_head, head_from_state
 
-__all__ = ["fit_temperature", "nll", "softmax", "KnnHead", "fit_knn", "LinearHead", "fit_linear"]
+__all__ = ["fit_temperature", "nll", "softmax", "KnnHead", "fit_knn", "LinearHead", "fit_linear", "Head", "fit_head",
+           "head_from_state"]

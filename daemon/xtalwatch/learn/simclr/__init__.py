@@ -18,11 +18,10 @@ from xtalwatch.learn.simclr.train import (
     TrainingDiverged,
     TrainResult,
     train,
-    train_on_arrays,
 )
 
 __all__ = [
     "AugmentStrength", "augment_pair", "load_checkpoint", "load_encoder", "CropDataset", "from_arrays",
     "load_folder", "Encoder", "build_encoder", "ProjectionHead", "build_head", "nt_xent_loss",
-    "DatasetTooSmall", "TrainingDiverged", "TrainResult", "train", "train_on_arrays",
+    "DatasetTooSmall", "TrainingDiverged", "TrainResult", "train",
 ]

@@ -1,9 +1,11 @@
-"""SimCLR training, read top to bottom: device, data, model, optimiser, resume, loop, finish.
+"""SimCLR training, read top to bottom: device, data, model, resume, optimiser, loop, finish.
 
 One function, :func:`train`, takes a config and a dataset and returns a :class:`TrainResult`; no
-globals. Everything random is a pure function of ``(seed, epoch)`` (data order) or
-``(seed, step)`` (augmentations), so a run resumed from a checkpoint at step k replays exactly
-the batches and views that an uninterrupted run would have seen. Run it under ``torchrun`` and
+globals. It starts from random weights, a local ImageNet state dict (``train.imagenet_weights``)
+or a given encoder's weights (``init_encoder``: retraining's warm start from the serving model).
+Everything random is a pure function of ``(seed, epoch)`` (data order) or ``(seed, step)``
+(augmentations), so a run resumed from a checkpoint at step k replays exactly the batches and
+views that an uninterrupted run would have seen. Run it under ``torchrun`` and
 each rank takes its slice of the same global batch (see ``distributed.py``).
 """
 
@@ -23,7 +25,7 @@ from tqdm import tqdm
 from xtalwatch.config import TrainConfig
 from xtalwatch.learn.simclr.augment import AugmentStrength, apply_view, sample_view_params, to_float_nchw
 from xtalwatch.learn.simclr.checkpoint import load_checkpoint, save_checkpoint
-from xtalwatch.learn.simclr.data import CropDataset, from_arrays
+from xtalwatch.learn.simclr.data import CropDataset
 from xtalwatch.learn.simclr.distributed import (
     convert_sync_batchnorm,
     gather_with_grad,
@@ -31,12 +33,12 @@ from xtalwatch.learn.simclr.distributed import (
     mean_across_ranks,
     shutdown_distributed,
 )
-from xtalwatch.learn.simclr.encoder import FEATURE_DIM, build_encoder
+from xtalwatch.learn.simclr.encoder import FEATURE_DIM, Encoder, build_encoder, use_small_stem
 from xtalwatch.learn.simclr.heads import build_head
 from xtalwatch.learn.simclr.loss import nt_xent_rows
 from xtalwatch.learn.simclr.optim import build_optimizer, warmup_cosine
 
-__all__ = ["SimCLRModel", "TrainResult", "DatasetTooSmall", "TrainingDiverged", "train", "train_on_arrays"]
+__all__ = ["SimCLRModel", "TrainResult", "DatasetTooSmall", "TrainingDiverged", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +114,36 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 
+def _step_input(images: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The step's crops, uint8 (B, S, S, 3) → float (B, 3, S, S) in [0, 1] on ``device``.
+
+    The first allocation of each step on the device: where a batch too big for it first fails.
+    """
+    return to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[idx])).to(device))
+
+
 def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool = True,
-          stop_after_step: int | None = None, progress: bool = True,
-          fault_max_batch: int | None = None) -> TrainResult:
+          init_encoder: Encoder | None = None, stop_after_step: int | None = None,
+          progress: bool = True) -> TrainResult:
     """Train SimCLR on ``dataset``, writing checkpoints and pictures into ``out_dir``.
 
     Args:
         cfg: the ``train`` config section.
         dataset: model-size uint8 crops (see ``xtalwatch.learn.simclr.data``).
         out_dir: gets ``checkpoint.pt``, ``losses.json``, ``augment_pairs.png``, ``loss_curve.png``.
-        resume: continue from ``out_dir/checkpoint.pt`` when it exists (same data required).
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists (same data required); a
+            checkpoint wins over ``init_encoder``.
+        init_encoder: start from this encoder's weights (copied; the projection head and the
+            optimiser start fresh) instead of random or ImageNet ones. It must have the stem
+            ``train.small_stem`` gives at ``train.image_size`` (ValueError otherwise), and should
+            have been trained at that image size.
         stop_after_step: stop (with a checkpoint) once this many steps are done, as a kill would.
         progress: show the tqdm bar (rank 0 only).
-        fault_max_batch: TEST HOOK, fault injection: any per-process batch larger than this raises
-            ``torch.OutOfMemoryError`` as a real device would, to exercise the halve-and-retry path.
     """
+    if init_encoder is not None and init_encoder.small_stem != use_small_stem(cfg.image_size, cfg.small_stem):
+        raise ValueError(f"init_encoder has small_stem={init_encoder.small_stem}, but train.small_stem "
+                         f"{cfg.small_stem!r} at image_size {cfg.image_size} px gives "
+                         f"{use_small_stem(cfg.image_size, cfg.small_stem)}; train from scratch instead")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,8 +173,10 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
 
         # -- model --------------------------------------------------------------------------
         torch.manual_seed(cfg.seed)
-        encoder = build_encoder(cfg.image_size, cfg.small_stem, cfg.imagenet_weights)
+        encoder = build_encoder(cfg.image_size, cfg.small_stem, None if init_encoder else cfg.imagenet_weights)
         model = SimCLRModel(encoder, build_head(cfg.head, FEATURE_DIM, cfg.projection_dim))
+        if init_encoder is not None:
+            encoder.load_state_dict({k: v.detach().cpu() for k, v in init_encoder.state_dict().items()})
         if ctx.enabled and cfg.sync_bn:
             model = convert_sync_batchnorm(model, device.type)
         model_info = {"arch": "resnet18", "small_stem": encoder.small_stem, "image_size": cfg.image_size,
@@ -237,9 +256,7 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
             p1 = sample_view_params(gbatch, strength, size, gen).slice(lo, hi)
             p2 = sample_view_params(gbatch, strength, size, gen).slice(lo, hi)
             try:
-                if fault_max_batch is not None and local_n > fault_max_batch:
-                    raise torch.OutOfMemoryError(f"test hook: batch {local_n} > fault_max_batch {fault_max_batch}")
-                x = to_float_nchw(torch.from_numpy(np.ascontiguousarray(dataset.images[order[lo:hi]])).to(device))
+                x = _step_input(dataset.images, order[lo:hi], device)
                 with torch.no_grad():
                     v1, v2 = apply_view(x, p1, size), apply_view(x, p2, size)
                 views = torch.cat([v1, v2])
@@ -308,7 +325,3 @@ def _pairs_png(v1: torch.Tensor, v2: torch.Tensor, out_dir: Path) -> Path:
 
     return save_pair_grid(v1, v2, out_dir / "augment_pairs.png")
 
-
-def train_on_arrays(cfg: TrainConfig, images: np.ndarray, out_dir: Path, **kwargs) -> TrainResult:
-    """Train on uint8 (N, H, W, 3) RGB crops, e.g. from the catalogue; see :func:`train` for kwargs."""
-    return train(cfg, from_arrays(images, cfg.image_size), out_dir, **kwargs)

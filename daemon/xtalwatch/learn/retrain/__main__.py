@@ -1,0 +1,53 @@
+"""``python -m xtalwatch.learn.retrain``: one retraining run in a child process of its own.
+
+``scheduler.py`` starts it as ``--settings-json F --result F --nice N``. The run records its own
+outcome (``run.py``); ``--result`` also writes it as JSON where the scheduler reads it. Exit
+status: 0 promoted, rejected or skipped; 1 failed; 2 bad arguments or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from xtalwatch.config import ConfigError, Settings, load_settings
+from xtalwatch.files import write_json_atomic
+from xtalwatch.learn.retrain.run import run_retrain
+from xtalwatch.logs import setup_logging
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One run, its outcome written as JSON to ``--result``; returns the exit status."""
+    p = argparse.ArgumentParser(prog="python -m xtalwatch.learn.retrain",
+                                description="One retraining run: data, SimCLR, bundle, gate, register.")
+    p.add_argument("--config", type=Path, help="YAML config file")
+    p.add_argument("--state", type=Path, help="state folder (overrides state.dir)")
+    p.add_argument("--settings-json", type=Path, help="the service's resolved settings, as JSON (wins over --config)")
+    p.add_argument("--result", type=Path, help="write the outcome here as JSON")
+    p.add_argument("--nice", type=int, default=0, help="add this to the process's CPU niceness first")
+    p.add_argument("--now", action="store_true", help="train even if nothing changed since the serving model")
+    args = p.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
+    try:
+        if args.settings_json is not None:
+            settings = Settings(**json.loads(args.settings_json.read_text(encoding="utf-8")))
+        else:
+            settings = load_settings(args.config, {"state.dir": args.state})
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"xtalwatch.learn.retrain: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.logging.level)
+    outcome = run_retrain(settings, now=args.now)
+    if args.result is not None:
+        write_json_atomic(args.result, outcome.to_dict())
+    return 1 if outcome.status == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""What a run trains on: the catalogue's usable images with their latest labels, and a fingerprint of them.
+
+Usable means preprocessed, not flagged, not failed, with its model-size crop on disk. The
+fingerprint is how a scheduled run knows that nothing changed since the serving model was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.labels import latest_labels
+
+__all__ = ["UsableImages", "count_usable", "gather_usable", "data_fingerprint", "open_catalogue"]
+
+log = logging.getLogger("xtalwatch.learn.retrain")
+
+_USABLE_SQL = """SELECT i.id, i.sha256, p.crop_path FROM images i JOIN preprocess p ON p.image_id = i.id
+                 WHERE i.status NOT IN ('flagged', 'failed', 'catalogued') AND p.crop_path IS NOT NULL
+                 ORDER BY i.id"""
+
+
+@dataclass
+class UsableImages:
+    """The catalogue's usable images: ids, content hashes, crop paths and the latest label of each."""
+
+    ids: list[int]
+    sha256: list[str]
+    crop_paths: list[str]
+    labels: dict[int, str]  # image id → label as stored (fine names kept)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def count_usable(state_dir: Path) -> int:
+    """How many usable images the catalogue holds (0 when there is no catalogue yet); never writes."""
+    try:
+        conn = Catalogue.open_readonly(state_dir)
+    except FileNotFoundError:
+        return 0
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM ({_USABLE_SQL})").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def open_catalogue(state_dir: Path) -> Catalogue:
+    """The catalogue a run reads and registers into; FileNotFoundError when there is none (none is created)."""
+    Catalogue.open_readonly(state_dir).close()
+    return Catalogue(state_dir)
+
+
+def gather_usable(catalogue: Catalogue) -> UsableImages:
+    """Every usable image (not flagged or failed, crop on disk) and the latest label of each."""
+    rows = catalogue.query(_USABLE_SQL)
+    kept = [r for r in rows if os.path.isfile(r["crop_path"])]
+    if len(kept) < len(rows):
+        log.warning("retrain: %d usable images have no crop file on disk; left out", len(rows) - len(kept))
+    ids = [int(r["id"]) for r in kept]
+    present = set(ids)
+    labels = {image_id: label for image_id, label in latest_labels(catalogue).items() if image_id in present}
+    return UsableImages(ids, [r["sha256"] for r in kept], [r["crop_path"] for r in kept], labels)
+
+
+def data_fingerprint(usable: UsableImages, image_size: int) -> str:
+    """A hash of which images and labels a model is trained on: equal fingerprints, nothing new."""
+    h = hashlib.sha256(f"retrain-v1 size={image_size}\n".encode())
+    for image_id, sha in sorted(zip(usable.ids, usable.sha256, strict=True), key=lambda t: t[1]):
+        h.update(f"{sha}\t{usable.labels.get(image_id, '')}\n".encode())
+    return h.hexdigest()[:20]
