@@ -27,12 +27,9 @@ import cv2
 import numpy as np
 from xtalwatch.config import load_settings
 from xtalwatch.observe.metrics import Metrics
-from xtalwatch.plugins import PluginRegistry
 from xtalwatch.service import Service
-from xtalwatch.stages.adapters import AdapterChain
-from xtalwatch.stages.ingest import Ingestor
+from xtalwatch.stages.pipeline import build_pipeline
 from xtalwatch.stages.watch import scan_folder
-from xtalwatch.store.catalogue import Catalogue
 
 
 def make_frames(folder: Path, count: int, width: int, height: int) -> None:
@@ -64,14 +61,14 @@ def baseline(folder: Path) -> float:
 
 def one_shot_ingest(folder: Path, state: Path) -> float:
     settings = load_settings(None, {"state.dir": state})
-    catalogue = Catalogue(state)
-    chain = AdapterChain.from_config(settings.adapters, PluginRegistry.discover())
-    ingestor = Ingestor(settings, catalogue, chain, Metrics(), root=folder)
+    # `xtalwatch ingest --no-preprocess`: the service's own chain, built by the same builder.
+    pipeline = build_pipeline(settings, Metrics(), through="catalogue")
+    ingestor = pipeline.ingestor_for(folder)
     start = time.perf_counter()
     for path in scan_folder(folder, settings.watch.ignore_globs):
         ingestor.ingest(path)
     elapsed = time.perf_counter() - start
-    catalogue.close()
+    pipeline.catalogue.close()
     return elapsed
 
 

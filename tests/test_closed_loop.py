@@ -36,7 +36,7 @@ TINY: dict[str, Any] = {
     "watch.settle_seconds": 0.3, "metrics.port": 0, "preprocess.image_size": 24,
     "train.image_size": 16, "train.small_stem": False, "train.batch_size": 16, "train.max_steps": 3,
     "train.min_images": 10, "train.device": "cpu", "train.checkpoint_every_steps": 100, "train.workers": 1,
-    "retrain.knn_k": 3, "retrain.gate_margin": 1.0, "retrain.holdout_fraction": 0.25,
+    "classify.knn_k": 3, "retrain.gate_margin": 1.0, "retrain.holdout_fraction": 0.25,
     "retrain.auto_first_training": False, "retrain.enabled": False, "retrain.reclassify": "all",
     "alerts.hit_min_confidence": 0.0, "classify.uncertain_below": 0.0, "logging.level": "INFO",
     # The synthetic imager's failed frames are "dark": MARCO's "other".
@@ -192,9 +192,10 @@ def test_scheduled_retrain_is_promoted_and_hot_swapped_while_files_arrive(first_
                                 "GROUP BY image_id, model_version HAVING COUNT(*) > 1")
         assert twice == [], "an image was classified twice by the same model"
         assert running.count("images") == before + len(files), "an image was lost"
-        # The scheduler thread records the outcome once the child has exited; the swap may come first.
+        # The run records its outcome event as it ends; the swap may come first. The service counts
+        # the event on its next periodic check (every 30 s).
         wait_for(lambda: running.count("events", "kind = 'model_promoted'") >= 1, timeout=60)
-        assert running.metric("xtalwatch_training_runs_total", outcome="promoted") >= 1
+        wait_for(lambda: running.metric("xtalwatch_training_runs_total", outcome="promoted") >= 1, timeout=45)
         classes = json.loads((state / "models" / new_version / "bundle.json").read_text())["classes"]
         assert running.metrics.registry.get_sample_value("xtalwatch_model_info", {
             "version": new_version, "classes": ",".join(classes)}) == 1

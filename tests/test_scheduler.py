@@ -6,10 +6,12 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from conftest import wait_for
 from retrain_helpers import make_state, tiny_settings
+from xtalwatch.alerts.events import TRAINING_FAILED, recent_events
 from xtalwatch.config import RetrainConfig
 from xtalwatch.learn.registry import ModelRegistry
 from xtalwatch.learn.retrain import RetrainOutcome
@@ -46,7 +48,7 @@ def test_job_keeps_its_id_and_options_across_restarts(tmp_path: Path) -> None:
         sched.start()
         try:
             job = sched._scheduler.get_job(JOB_ID)
-            assert sched.job_id == JOB_ID == "xtalwatch-retrain"
+            assert job.id == JOB_ID == "xtalwatch-retrain"
             assert (job.max_instances, job.coalesce, job.misfire_grace_time) == (1, True, 3 * 3600)
             assert sched.next_run_time is not None and sched.next_run_time.hour == 2
         finally:
@@ -56,15 +58,10 @@ def test_job_keeps_its_id_and_options_across_restarts(tmp_path: Path) -> None:
 def test_scheduled_child_trains_promotes_and_never_runs_twice(tmp_path: Path) -> None:
     state = tmp_path / "state"
     make_state(state, 45, labelled_per_class=8)
-    outcomes: list[RetrainOutcome] = []
     done = threading.Event()
-
-    def collect(outcome: RetrainOutcome) -> None:
-        outcomes.append(outcome)
-        done.set()
-
     # Fires every second; a run takes several, so most fires find it running.
-    sched = RetrainScheduler(tiny_settings(state), collect, trigger=IntervalTrigger(seconds=1))
+    sched = RetrainScheduler(tiny_settings(state), trigger=IntervalTrigger(seconds=1))
+    sched._scheduler.add_listener(lambda event: done.set(), EVENT_JOB_EXECUTED)  # the job (and its child) ended
     sched.start()
     try:
         wait_for(lambda: sched.running, timeout=10)
@@ -73,9 +70,10 @@ def test_scheduled_child_trains_promotes_and_never_runs_twice(tmp_path: Path) ->
         assert sched.children_started == 1
         assert done.wait(120), "the training child did not finish"
         assert sched.children_started == 1
+        first = sched.last_outcome
     finally:
         sched.shutdown(timeout=10)
-    first = outcomes[0]
+    assert first is not None
     assert first.status == "promoted", first.reason
     assert first.niceness == 10  # retrain.nice, applied in the child only
     assert ModelRegistry(state).current_version() == first.version
@@ -87,8 +85,7 @@ def test_scheduled_child_trains_promotes_and_never_runs_twice(tmp_path: Path) ->
 def test_manual_trigger_with_schedule_off_and_shutdown_stops_the_child(tmp_path: Path) -> None:
     state = tmp_path / "state"
     make_state(state, 45)
-    outcomes: list[RetrainOutcome] = []
-    sched = RetrainScheduler(tiny_settings(state, **{"retrain.enabled": False}), outcomes.append)
+    sched = RetrainScheduler(tiny_settings(state, **{"retrain.enabled": False}))
     sched.start()
     try:
         assert sched.next_run_time is None  # off: nothing scheduled
@@ -96,6 +93,38 @@ def test_manual_trigger_with_schedule_off_and_shutdown_stops_the_child(tmp_path:
         wait_for(lambda: sched.running, timeout=10)
     finally:
         sched.shutdown(timeout=10)
-    wait_for(lambda: outcomes, timeout=10)
+    last: RetrainOutcome = wait_for(lambda: sched.last_outcome, timeout=10)
     assert not sched.running
-    assert outcomes[0].status == "failed" and "while the service was stopping" in outcomes[0].reason
+    assert last.status == "failed" and "while the service was stopping" in last.reason
+    # The child died without a result, so the scheduler recorded the failure, as a run records its own.
+    catalogue = Catalogue(state)
+    try:
+        failed = recent_events(catalogue)
+    finally:
+        catalogue.close()
+    assert [e.kind for e in failed] == [TRAINING_FAILED] and "while the service was stopping" in failed[0].payload["reason"]
+
+
+def test_first_training_waits_for_enough_images_and_is_not_retried_at_once(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    make_state(state, 45)
+    off = {"retrain.enabled": False, "retrain.auto_first_training": True}
+    early = RetrainScheduler(tiny_settings(state, **off, **{"train.min_images": 50}))
+    assert not early.check_first_training(model_serving=False)  # 45 usable images, 50 needed
+    assert early.children_started == 0
+    manual = RetrainScheduler(tiny_settings(state, **{**off, "retrain.auto_first_training": False}))
+    assert not manual.check_first_training(model_serving=False)  # auto_first_training off: only on request
+
+    sched = RetrainScheduler(tiny_settings(state, **off, **{"train.min_images": 40}))
+    sched.start()
+    try:
+        assert not sched.check_first_training(model_serving=True)  # a model serves already
+        assert sched.check_first_training(model_serving=False)
+        wait_for(lambda: sched.running, timeout=10)
+        assert not sched.check_first_training(model_serving=False)  # asked once, and running
+    finally:
+        sched.shutdown(timeout=10)
+    last: RetrainOutcome = wait_for(lambda: sched.last_outcome, timeout=10)
+    assert last.status == "failed"  # stopped with the scheduler
+    assert not sched.check_first_training(model_serving=False)  # failed just now: retried after an hour, not now
+    assert sched.children_started == 1

@@ -26,20 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xtalwatch.observe.metrics import Metrics
-    from xtalwatch.plugins import PluginRegistry
-    from xtalwatch.stages.adapters import AdapterChain
-    from xtalwatch.stages.ingest import Ingestor
-    from xtalwatch.stages.preprocess import PreprocessPool
+    from xtalwatch.stages.pipeline import build_pipeline
     from xtalwatch.stages.watch import scan_folder
-    from xtalwatch.store.catalogue import Catalogue
 
     settings = settings_from_args(args)
-    catalogue = Catalogue(settings.state.dir)
-    chain = AdapterChain.from_config(settings.adapters, PluginRegistry.discover(settings.plugins.dirs))
+    # The service's own chain, up to preprocessing: the same adapters, ingest and preprocessing.
+    pipeline = build_pipeline(settings, Metrics(), through="catalogue" if args.no_preprocess else "preprocess")
+    pool = pipeline.preprocess
     outcomes: Counter[str] = Counter()
     missing = 0
-    metrics = Metrics()
-    pool = None if args.no_preprocess else PreprocessPool(settings, catalogue, metrics)
     try:
         if pool is not None:
             pool.resume()
@@ -49,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
                 missing += 1
                 continue
             root = args.root or settings.watch.dir or (target if target.is_dir() else target.parent)
-            ingestor = Ingestor(settings, catalogue, chain, metrics, root=root.resolve())
-            if pool is not None:
-                ingestor.on_new_image.append(pool.submit)
+            ingestor = pipeline.ingestor_for(root.resolve())
             files = scan_folder(target, settings.watch.ignore_globs) if target.is_dir() else [target]
             for path in files:
                 outcomes[ingestor.ingest(path.absolute()).outcome] += 1
@@ -61,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if pool is not None:
             pool.shutdown()
-        catalogue.close()
+        pipeline.catalogue.close()
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing found"
     print(f"ingested into {settings.state.dir}: {summary}")
     return 1 if missing else 0

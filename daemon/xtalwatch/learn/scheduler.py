@@ -1,4 +1,5 @@
-"""When retraining runs: an APScheduler 3.x job that starts the training child process.
+"""When retraining runs: an APScheduler 3.x job that starts the training child process, and the
+policy for the first training.
 
 One :class:`RetrainScheduler` owns the ``BackgroundScheduler``. Its single job has a fixed id
 (``xtalwatch-retrain``), ``max_instances=1`` (a trigger while a run is going is skipped, never
@@ -10,8 +11,15 @@ restart harmless, and the catalogue, not the scheduler, remembers what was train
 
 The job runs ``python -m xtalwatch.learn.retrain`` in a new process, ``nice``d by ``retrain.nice``:
 training competes with ingest only for idle CPU, and all of its GPU memory is returned when it
-exits. When it ends, ``on_outcome`` is called with the :class:`RetrainOutcome` (on the
-scheduler's thread) so the service can count it, alert, and hot-swap a promoted model.
+exits. The child records its own outcome (an event in the catalogue, and its alert), as every
+run does wherever it runs; the scheduler reads the child's result only for its log line and
+``last_outcome``, and records a failure itself only when the child could not (killed, or past
+``retrain.timeout_hours``). Nothing is handed back to the service: a promoted model moves the
+registry's ``current``, which the classify stage notices and loads.
+
+Before any model serves, :meth:`RetrainScheduler.check_first_training` (called on the service's
+periodic checks) starts the first training once ``train.min_images`` usable images exist, and
+tries a failed or rejected first training again after ``FIRST_TRAINING_RETRY_SECONDS``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,14 +44,18 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from xtalwatch.config import RetrainConfig, Settings
-from xtalwatch.learn.retrain import TRAINING_DIR, RetrainOutcome
+from xtalwatch.learn.retrain import TRAINING_DIR, RetrainOutcome, count_usable
+from xtalwatch.learn.retrain.announce import record_outcome
 
-__all__ = ["JOB_ID", "RetrainScheduler", "build_trigger", "first_training_due", "local_zone"]
+__all__ = ["JOB_ID", "FIRST_TRAINING_RETRY_SECONDS", "RetrainScheduler", "build_trigger", "first_training_due",
+           "local_zone"]
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "xtalwatch-retrain"
 CHILD_LOG = "child.log"
+# A first training that failed (or was rejected) is tried again after this long, not on every check.
+FIRST_TRAINING_RETRY_SECONDS = 3600.0
 
 
 def local_zone() -> Any:
@@ -69,16 +81,15 @@ def first_training_due(usable_images: int, min_images: int) -> bool:
 class RetrainScheduler:
     """The retraining schedule and the one training child it may have running."""
 
-    def __init__(self, settings: Settings, on_outcome: Callable[[RetrainOutcome], None] | None = None, *,
-                 trigger: BaseTrigger | None = None, timezone: Any = None):
-        """``trigger`` replaces the configured one (tests use a short interval)."""
+    def __init__(self, settings: Settings, *, trigger: BaseTrigger | None = None, timezone: Any = None):
+        """``trigger`` replaces the one ``settings.retrain`` describes (tests use a short interval)."""
         self.settings = settings
-        self.on_outcome = on_outcome
         self.timezone = timezone or local_zone()
         self.trigger = trigger or build_trigger(settings.retrain, self.timezone)
         self.children_started = 0
         self.skipped_while_running = 0  # triggers that found a run going (max_instances at work)
         self.last_outcome: RetrainOutcome | None = None
+        self._first_training_asked = False
         self._child: subprocess.Popen[bytes] | None = None
         self._child_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -116,10 +127,6 @@ class RetrainScheduler:
 
     # -- state ------------------------------------------------------------------------------
     @property
-    def job_id(self) -> str:
-        return JOB_ID
-
-    @property
     def running(self) -> bool:
         """True while a training child is alive."""
         with self._child_lock:
@@ -137,6 +144,30 @@ class RetrainScheduler:
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(self.timezone))
         return True
 
+    def check_first_training(self, model_serving: bool) -> bool:
+        """Before any model serves, start the first training once enough usable images exist.
+
+        Args:
+            model_serving: whether the classify stage has a model now (then there is nothing to do).
+
+        Returns True when a first training was started by this call. With
+        ``retrain.auto_first_training`` off it never starts one.
+        """
+        last = self.last_outcome
+        if (self._first_training_asked and not self.running and last is not None
+                and last.status in ("failed", "rejected") and time.time() - last.started_at > FIRST_TRAINING_RETRY_SECONDS):
+            self._first_training_asked = False  # the first training failed an hour ago: try again
+        if (model_serving or not self.settings.retrain.auto_first_training or self._first_training_asked
+                or self.running):
+            return False
+        usable = count_usable(self.settings.state.dir)
+        if not first_training_due(usable, self.settings.train.min_images):
+            return False
+        log.info("%d usable images (train.min_images %d): starting the first training",
+                 usable, self.settings.train.min_images)
+        self._first_training_asked = self.trigger_now()
+        return self._first_training_asked
+
     def _on_max_instances(self, event: JobEvent) -> None:
         self.skipped_while_running += 1
         log.info("retraining already running; this trigger is skipped")
@@ -145,16 +176,17 @@ class RetrainScheduler:
     def _run_job(self) -> None:
         if not self.settings.retrain.enabled:
             self._scheduler.pause_job(JOB_ID)  # a manual run must not resume the schedule
-        outcome = self._run_child()
+        outcome, recorded = self._run_child()
+        if not recorded:
+            # The child ended without a result (killed, out of memory, past the time limit), so it
+            # could not record its outcome: record it here, the same way a run records its own
+            # (a skipped run records nothing).
+            record_outcome(self.settings, outcome)
         self.last_outcome = outcome
         log.info("retraining finished: %s", outcome.summary())
-        if self.on_outcome is not None:
-            try:
-                self.on_outcome(outcome)
-            except Exception:
-                log.exception("the retraining outcome callback failed")
 
-    def _run_child(self) -> RetrainOutcome:
+    def _run_child(self) -> tuple[RetrainOutcome, bool]:
+        """Run one training child; returns the outcome and whether the child recorded it itself."""
         folder = self.settings.state.dir / TRAINING_DIR
         folder.mkdir(parents=True, exist_ok=True)
         token = f"{os.getpid()}-{self.children_started}"
@@ -170,7 +202,7 @@ class RetrainScheduler:
             with open(folder / CHILD_LOG, "ab") as child_log:
                 with self._child_lock:
                     if self._stopping.is_set():
-                        return RetrainOutcome("skipped", "the service is stopping", started_at=started)
+                        return RetrainOutcome("skipped", "the service is stopping", started_at=started), False
                     self._child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=child_log,
                                                    stderr=subprocess.STDOUT, start_new_session=True)
                     self.children_started += 1
@@ -182,7 +214,7 @@ class RetrainScheduler:
                     self._child.wait()
                     return RetrainOutcome("failed", f"training ran past retrain.timeout_hours "
                                                     f"({self.settings.retrain.timeout_hours:g} h) and was stopped",
-                                          started_at=started)
+                                          started_at=started, seconds=time.time() - started), False
             return self._read_outcome(result_file, code, folder / CHILD_LOG, started)
         finally:
             with self._child_lock:
@@ -190,12 +222,13 @@ class RetrainScheduler:
             settings_file.unlink(missing_ok=True)
             result_file.unlink(missing_ok=True)
 
-    def _read_outcome(self, result_file: Path, code: int, child_log: Path, started: float) -> RetrainOutcome:
+    def _read_outcome(self, result_file: Path, code: int, child_log: Path,
+                      started: float) -> tuple[RetrainOutcome, bool]:
         try:
-            return RetrainOutcome.from_dict(json.loads(result_file.read_text(encoding="utf-8")))
+            return RetrainOutcome.from_dict(json.loads(result_file.read_text(encoding="utf-8"))), True
         except (OSError, ValueError, TypeError):
             why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             if self._stopping.is_set():
                 why += " while the service was stopping"
             return RetrainOutcome("failed", f"training child {why} without a result; see {child_log}",
-                                  started_at=started, log_path=str(child_log))
+                                  started_at=started, seconds=time.time() - started, log_path=str(child_log)), False

@@ -36,6 +36,7 @@ __all__ = ["ClassifyStage", "Prediction"]
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+PROBABILITY_DIGITS = 5  # stored confidences and probabilities; 1e-5 is far below any threshold that matters
 
 
 @dataclass(frozen=True)
@@ -60,24 +61,21 @@ class ClassifyStage:
     """The classify worker and the serving model it holds."""
 
     def __init__(self, state_dir: Path, catalogue: Catalogue, metrics: Metrics, *, uncertain_below: float = 0.5,
-                 reclassify: str = "recent", recent_days: float = 7.0,
-                 loader: Callable[[Path], Any] | None = None):
+                 reclassify: str = "recent", recent_days: float = 7.0):
         self.state_dir = state_dir
         self.catalogue = catalogue
         self.metrics = metrics
         self.uncertain_below = uncertain_below
         self.reclassify = reclassify
         self.recent_days = recent_days
-        self._loader = loader or _load_bundle
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._bundle: Any = None
         self._bundle_key: tuple[str, float] | None = None
         self._swap_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._backlog_checked_version: str | None = None
+        self._busy = False
         self.on_predictions: list[Callable[[list[Prediction]], None]] = []
-        self.on_swap: list[Callable[[str | None, str], None]] = []
         self.on_features: list[Callable[[Any, np.ndarray], None]] = []
 
     # -- the serving model --------------------------------------------------------------
@@ -100,7 +98,7 @@ class ClassifyStage:
         if key is None or key == self._bundle_key:
             return False
         try:
-            bundle = self._loader(Path(key[0]))
+            bundle = _load_bundle(Path(key[0]))
         except Exception as exc:  # a half-written or broken model must not stop serving the old one
             log.error("cannot load model %s: %s; keeping %s", key[0], exc, self.version or "no model")
             self._bundle_key = key  # do not retry the same broken folder every tick
@@ -111,8 +109,6 @@ class ClassifyStage:
         self.metrics.model_info.info({"version": bundle.version, "classes": ",".join(bundle.classes)})
         self.metrics.model_loaded.set(1)
         log.info("model %s now serving (was %s)", bundle.version, old or "none")
-        for callback in self.on_swap:
-            callback(old, bundle.version)
         return True
 
     # -- the worker -----------------------------------------------------------------------
@@ -154,7 +150,7 @@ class ClassifyStage:
         return completed_at is not None and completed_at >= time.time() - self.recent_days * 86400
 
     def idle(self) -> bool:
-        return self._queue.empty() and not getattr(self, "_busy", False)
+        return self._queue.empty() and not self._busy
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -222,15 +218,11 @@ class ClassifyStage:
         probs = _softmax(bundle.logits(features), bundle.temperature)
         self.metrics.classify_seconds.observe(time.perf_counter() - start)
         now = time.time()
-        predictions = []
-        rows = []
-        for item, p in zip(kept, probs, strict=True):
-            k = int(np.argmax(p))
-            label, confidence = bundle.classes[k], float(p[k])
-            probabilities = {c: round(float(v), 5) for c, v in zip(bundle.classes, p, strict=True)}
-            predictions.append(Prediction(item.image_id, bundle.version, label, confidence, probabilities,
-                                          confidence < self.uncertain_below))
-            rows.append((item.image_id, bundle.version, label, confidence, json.dumps(probabilities), now))
+        predictions = [Prediction(item.image_id, c["model_version"], c["class"], c["confidence"], c["probabilities"],
+                                  c["uncertain"])
+                       for item, c in zip(kept, _calls(bundle, probs, self.uncertain_below), strict=True)]
+        rows = [(p.image_id, p.model_version, p.label, p.confidence, json.dumps(p.probabilities), now)
+                for p in predictions]
         with self.catalogue.transaction() as conn:
             conn.executemany(
                 """INSERT OR IGNORE INTO predictions (image_id, model_version, label, confidence, probabilities,
@@ -253,7 +245,14 @@ def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(logits, temperature)
 
 
+# learn.bundle imports torch: these imports wait until a model is loaded, which needs torch anyway.
 def _load_bundle(folder: Path) -> Any:
     from xtalwatch.learn.bundle import ModelBundle
 
     return ModelBundle.load(folder)
+
+
+def _calls(bundle: Any, probs: np.ndarray, uncertain_below: float) -> list[dict]:
+    from xtalwatch.learn.bundle import calls
+
+    return calls(bundle, probs, uncertain_below, digits=PROBABILITY_DIGITS)

@@ -3,6 +3,10 @@
 Every outcome is data: a bad file becomes a ``rejected`` row with a reason and is retried only
 when it changes; a file that vanished before it could be read is simply forgotten. Nothing
 here writes to the imager's folder: files are opened read-only and never moved or deleted.
+
+:class:`Ingestor` takes one file; :class:`IngestQueue` holds the completed files waiting for it
+and the worker threads that take them, and a new image goes straight on to the next stage
+(anything with ``submit(image_id, path, sha256, completed_at)``: the preprocess pool).
 """
 
 from __future__ import annotations
@@ -11,21 +15,33 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import stat
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from xtalwatch.config import Settings
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.preprocess.probe import Rejection, probe_bytes
 from xtalwatch.stages.adapters import AdapterChain, relative_path
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.catalogue import Catalogue, last_catalogued_at
 
-__all__ = ["Ingestor", "IngestResult", "changed_ns", "read_candidate", "stat_candidate"]
+__all__ = ["Ingestor", "IngestQueue", "IngestResult", "NewImages", "changed_ns", "read_candidate", "stat_candidate"]
 
 log = logging.getLogger(__name__)
+
+# Ingest is I/O and hashing (hashlib and file reads release the GIL): a few threads keep a burst
+# moving without competing with the preprocessing processes for the cores.
+MAX_INGEST_THREADS = 4
+
+
+class NewImages(Protocol):
+    """The stage after ingest: takes each newly catalogued image (the preprocess pool)."""
+
+    def submit(self, image_id: int, path: str, sha256: str, completed_at: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -75,13 +91,21 @@ class Ingestor:
     """Catalogues complete files; safe to call from several threads (the catalogue serialises writes)."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue, chain: AdapterChain, metrics: Metrics,
-                 root: Path | None = None):
+                 root: Path | None = None, downstream: NewImages | None = None):
+        """``root``: the folder adapters see paths relative to (default ``watch.dir``); ``downstream``
+        takes every new image (None: catalogue only)."""
         self.settings = settings
         self.catalogue = catalogue
         self.chain = chain
         self.metrics = metrics
         self.root = root if root is not None else settings.watch.dir
-        self.on_new_image: list[Callable[[int, str, str, float | None], None]] = []
+        self.downstream = downstream
+
+    def restore_gauges(self) -> None:
+        """Start the last-image gauge from the catalogue, so a restart does not read as 'never' to the alerts."""
+        last = last_catalogued_at(self.catalogue)
+        if last is not None:
+            self.metrics.last_image_timestamp.set(last)
 
     def _reject(self, path: str, exc: Rejection, st: os.stat_result | None) -> IngestResult:
         size = st.st_size if st is not None else None
@@ -123,9 +147,89 @@ class Ingestor:
             self.metrics.last_image_timestamp.set(time.time())
             log.info("catalogued %s as image %d (%s, plate %s well %s drop %s inspection %s)", key, stored.image_id,
                      stored.outcome, identity.plate, identity.well, identity.drop, identity.inspection)
-            for callback in self.on_new_image:
-                callback(stored.image_id, key, sha256, completed_at)
+            if self.downstream is not None:
+                self.downstream.submit(stored.image_id, key, sha256, completed_at)
         elif stored.outcome == "duplicate":
             self.metrics.images_duplicate.inc()
             log.info("%s has the same content as image %d; recorded as another path of it", key, stored.image_id)
         return IngestResult(key, stored.outcome, image_id=stored.image_id)
+
+
+_STOP = object()
+
+
+class IngestQueue:
+    """Completed files waiting for ingest, and the worker threads that take them.
+
+    A path already waiting or being ingested is not queued again (the observer and a rescan may
+    both hand it over). ``submit`` blocks while ``ingest.queue_size`` files wait: back-pressure
+    on the service loop, never a dropped file.
+    """
+
+    def __init__(self, ingestor: Ingestor, size: int, metrics: Metrics, workers: int | None = None):
+        """``size``: files that may wait (``ingest.queue_size``); ``workers``: threads (default: cores, at most 4)."""
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.ingestor = ingestor
+        self.metrics = metrics
+        self.workers = workers or max(1, min(MAX_INGEST_THREADS, os.cpu_count() or 1))
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def __len__(self) -> int:
+        """Files waiting (not counting those being ingested)."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"ingest-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, path: str) -> None:
+        """Queue a complete file; the time now is when it was complete (for the result latency)."""
+        with self._lock:
+            if path in self._in_flight:
+                return
+            self._in_flight.add(path)
+        self._queue.put((path, time.time()))
+        self.metrics.queue_depth.labels(stage="ingest").set(len(self))
+
+    def idle(self) -> bool:
+        """True when no file is waiting or being ingested."""
+        with self._lock:
+            return not self._in_flight
+
+    def stop(self, deadline: float) -> int:
+        """Let the workers finish what is queued until ``deadline`` (``time.monotonic()``); returns how
+        many are still busy then. Files left behind are not lost: the next start-up scan takes them."""
+        stopping = list(self._threads)
+        for _ in stopping:
+            try:
+                self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                break
+        for thread in stopping:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        busy = sum(1 for t in stopping if t.is_alive())
+        if busy:
+            log.warning("shutdown timeout: %d ingest workers still busy; their files are taken at the next start", busy)
+        self._threads = [t for t in stopping if t.is_alive()]
+        return busy
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            path, completed_at = item  # type: ignore[misc]
+            self.metrics.queue_depth.labels(stage="ingest").set(len(self))
+            try:
+                self.ingestor.ingest(Path(path), completed_at=completed_at)
+            except Exception:  # a programming error: log it loudly, keep the service up
+                log.exception("ingest of %s failed unexpectedly", path)
+            finally:
+                with self._lock:
+                    self._in_flight.discard(path)

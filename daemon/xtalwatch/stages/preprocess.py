@@ -4,8 +4,9 @@ Ingest hands each new image over with ``submit``; a worker process decodes, loca
 measures it (``xtalwatch.preprocess.preprocess_file``), and the result is stored in the
 catalogue from the pool's callback thread. The image's status then says what happened:
 ``preprocessed``, ``flagged`` (a quality flag: kept out of training and hit alerts) or
-``failed`` (the frame could not be decoded; the reason is stored). Images left ``catalogued``
-by a stop are submitted again at the next start, so nothing is lost.
+``failed`` (the frame could not be decoded; the reason is stored). A ``preprocessed`` image's
+crop goes straight on to the classify stage. Images left ``catalogued`` by a stop are submitted
+again at the next start, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -16,20 +17,26 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from xtalwatch.config import PreprocessConfig, Settings
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.preprocess import PreprocessResult, preprocess_file
 from xtalwatch.store.catalogue import Catalogue
 
-__all__ = ["PreprocessPool", "status_for"]
+__all__ = ["PreprocessPool", "PreprocessedCrops", "status_for"]
 
 log = logging.getLogger(__name__)
 
 CROPS_DIR = "crops"
+
+
+class PreprocessedCrops(Protocol):
+    """The stage after preprocessing: takes the crop of each usable image (the classify stage)."""
+
+    def submit(self, image_id: int, crop_path: str | None, completed_at: float | None) -> None: ...
 
 
 def status_for(result: PreprocessResult) -> str:
@@ -55,7 +62,9 @@ def _quiet_worker() -> None:
 class PreprocessPool:
     """A pool of worker processes sized to the cores (``ingest.workers``; 0 = one per core)."""
 
-    def __init__(self, settings: Settings, catalogue: Catalogue, metrics: Metrics):
+    def __init__(self, settings: Settings, catalogue: Catalogue, metrics: Metrics,
+                 downstream: PreprocessedCrops | None = None):
+        """``downstream`` takes each ``preprocessed`` image's crop (None: preprocess only)."""
         self.settings = settings
         self.catalogue = catalogue
         self.metrics = metrics
@@ -67,7 +76,7 @@ class PreprocessPool:
                                              initializer=_quiet_worker)
         self._pending: set[int] = set()
         self._lock = threading.Lock()
-        self.on_done: list[Callable[[int, PreprocessResult, float | None], None]] = []
+        self.downstream = downstream
         self.workers = workers
 
     def __len__(self) -> int:
@@ -116,8 +125,8 @@ class PreprocessPool:
                             result.error_detail)
             elif result.flags:
                 log.info("image %d flagged %s (%s)", image_id, ",".join(result.flags), path)
-            for callback in self.on_done:
-                callback(image_id, result, completed_at)
+            if self.downstream is not None and status == "preprocessed":
+                self.downstream.submit(image_id, result.crop_path, completed_at)
         except Exception:
             log.exception("storing the preprocessing result of image %d failed", image_id)
         finally:
