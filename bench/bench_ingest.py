@@ -30,6 +30,7 @@ from xtalwatch.observe.metrics import Metrics
 from xtalwatch.service import Service
 from xtalwatch.stages.pipeline import build_pipeline
 from xtalwatch.stages.watch import scan_folder
+from xtalwatch.store.report import totals
 
 
 def make_frames(folder: Path, count: int, width: int, height: int) -> None:
@@ -83,7 +84,7 @@ def service_burst(staging: Path, watch: Path, state: Path, count: int, settle: f
     start = time.perf_counter()
     for plate in sorted(staging.iterdir()):
         os.rename(plate, watch / plate.name)  # whole plates appear at once, as complete files
-    while service.catalogue.query("SELECT COUNT(*) FROM images")[0][0] < count:
+    while totals(service.catalogue)["images"] < count:
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
     service.request_stop()

@@ -34,13 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _from_catalogue(settings) -> tuple[list, list[dict]]:
     import cv2
 
-    from xtalwatch.store.catalogue import Catalogue
+    from xtalwatch.store.catalogue import Catalogue, cropped_images
     from xtalwatch.store.labels import latest_labels
 
     cat = Catalogue(settings.state.dir)
     try:
-        rows = cat.query("SELECT i.id, i.path, p.crop_path FROM images i JOIN preprocess p ON p.image_id=i.id "
-                         "WHERE p.crop_path IS NOT NULL ORDER BY i.id")
+        rows = cropped_images(cat)
         labels = latest_labels(cat)
     finally:
         cat.close()

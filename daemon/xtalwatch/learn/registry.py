@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 from xtalwatch.files import fsync_dir, write_json_atomic
 from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.models import ModelRow, forget_model_path, upsert_models
 
 __all__ = ["ModelRegistry", "ModelRecord", "RegistryError", "Saveable", "Status", "MODELS_DIR", "current_path", "new_version"]
 
@@ -247,8 +248,7 @@ class ModelRegistry:
                 shutil.rmtree(record.path, ignore_errors=True)
                 deleted.append(record.version)
                 if self.catalogue is not None:
-                    with self.catalogue.transaction() as conn:
-                        conn.execute("UPDATE models SET path=NULL WHERE version=?", (record.version,))
+                    forget_model_path(self.catalogue, record.version)
             return deleted
 
     # -- the catalogue mirror ---------------------------------------------------------------
@@ -267,11 +267,6 @@ class ModelRegistry:
 
 
 def _mirror_rows(catalogue: Catalogue, records: list[ModelRecord]) -> None:
-    rows = [(r.version, r.created_at, r.status, json.dumps({**r.metrics, "reason": r.reason,
-                                                             "data_fingerprint": r.data_fingerprint}), str(r.path))
-            for r in records]
-    with catalogue.transaction() as conn:
-        conn.executemany(
-            """INSERT INTO models (version, created_at, status, metrics, path) VALUES (?, ?, ?, ?, ?)
-               ON CONFLICT(version) DO UPDATE SET status=excluded.status, metrics=excluded.metrics,
-               path=excluded.path""", rows)
+    upsert_models(catalogue, [ModelRow(r.version, r.created_at, r.status, {**r.metrics, "reason": r.reason,
+                                                                         "data_fingerprint": r.data_fingerprint},
+                                       str(r.path)) for r in records])

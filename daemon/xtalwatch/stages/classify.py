@@ -13,7 +13,6 @@ as flagged instead of receiving a confident-looking call.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -30,6 +29,13 @@ from xtalwatch.learn.features import CropUnreadable, read_crop
 from xtalwatch.learn.registry import current_path
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.predictions import (
+    StoredCall,
+    classified_ids,
+    insert_predictions,
+    predicted_ids,
+    waiting_for,
+)
 
 __all__ = ["ClassifyStage", "Prediction"]
 
@@ -128,18 +134,13 @@ class ClassifyStage:
         version = self.version
         if version is None:
             return 0
-        rows = self.catalogue.query(
-            """SELECT i.id, p.crop_path, i.completed_at FROM images i JOIN preprocess p ON p.image_id = i.id
-               WHERE i.status = 'preprocessed' AND NOT EXISTS (
-                   SELECT 1 FROM predictions r WHERE r.image_id = i.id AND r.model_version = ?)
-               ORDER BY i.id""", (version,))
-        classified = {r[0] for r in self.catalogue.query("SELECT DISTINCT image_id FROM predictions")}
-        fresh_ids = {r["id"] for r in rows} - classified
+        rows = waiting_for(self.catalogue, version)
+        fresh_ids = {r.image_id for r in rows} - classified_ids(self.catalogue)
         for row in rows:
-            background = row["id"] not in fresh_ids
-            if background and not self._wants_reclassify(row["completed_at"]):
+            background = row.image_id not in fresh_ids
+            if background and not self._wants_reclassify(row.completed_at):
                 continue
-            self._queue.put(_Item(row["id"], row["crop_path"], row["completed_at"], background=background))
+            self._queue.put(_Item(row.image_id, row.crop_path, row.completed_at, background=background))
         return len(rows)
 
     def _wants_reclassify(self, completed_at: float | None) -> bool:
@@ -196,9 +197,7 @@ class ClassifyStage:
         if bundle is None or not getattr(bundle, "classes", None):
             return  # no model yet: the images wait in the catalogue and are backfilled after the first model
         ids = [item.image_id for item in batch]
-        done = {r[0] for r in self.catalogue.query(
-            f"SELECT image_id FROM predictions WHERE model_version=? AND image_id IN ({','.join('?' * len(ids))})",
-            (bundle.version, *ids))}
+        done = predicted_ids(self.catalogue, bundle.version, ids)
         crops, kept, seen = [], [], set()
         for item in batch:
             if item.image_id in done or item.image_id in seen:
@@ -221,12 +220,8 @@ class ClassifyStage:
         predictions = [Prediction(item.image_id, c["model_version"], c["class"], c["confidence"], c["probabilities"],
                                   c["uncertain"])
                        for item, c in zip(kept, _calls(bundle, probs, self.uncertain_below), strict=True)]
-        rows = [(p.image_id, p.model_version, p.label, p.confidence, json.dumps(p.probabilities), now)
-                for p in predictions]
-        with self.catalogue.transaction() as conn:
-            conn.executemany(
-                """INSERT OR IGNORE INTO predictions (image_id, model_version, label, confidence, probabilities,
-                   created_at) VALUES (?, ?, ?, ?, ?, ?)""", rows)
+        insert_predictions(self.catalogue, [StoredCall(p.image_id, p.model_version, p.label, p.confidence,
+                                                       p.probabilities) for p in predictions], now)
         for item, pred in zip(kept, predictions, strict=True):
             self.metrics.predictions.labels(**{"class": pred.label}).inc()
             if item.completed_at is not None and not item.background:

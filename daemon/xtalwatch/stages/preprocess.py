@@ -24,7 +24,7 @@ from typing import Protocol
 from xtalwatch.config import PreprocessConfig, Settings
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.preprocess import PreprocessResult, preprocess_file
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.catalogue import Catalogue, catalogued_images
 
 __all__ = ["PreprocessPool", "PreprocessedCrops", "status_for"]
 
@@ -95,9 +95,9 @@ class PreprocessPool:
 
     def resume(self) -> int:
         """Submit images a previous run catalogued but did not preprocess."""
-        rows = self.catalogue.query("SELECT id, path, sha256 FROM images WHERE status='catalogued' ORDER BY id")
-        for row in rows:
-            self.submit(row["id"], row["path"], row["sha256"])
+        rows = catalogued_images(self.catalogue)
+        for image_id, path, sha256 in rows:
+            self.submit(image_id, path, sha256)
         if rows:
             log.info("resuming preprocessing of %d images left from the last run", len(rows))
         return len(rows)

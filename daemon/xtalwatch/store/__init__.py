@@ -6,6 +6,8 @@ Every SQL statement of xtalwatch belongs here, in the module that owns its table
   tables (plates, wells, images, files, rejected, preprocess);
 * ``events.py``: the ``events`` table;
 * ``labels.py``: the ``labels`` table, and importing labels from a CSV or an ImageFolder;
+* ``predictions.py``: the ``predictions`` table, and the images still waiting for a model's call;
+* ``models.py``: the ``models`` table, the catalogue's mirror of the model registry;
 * ``outcomes.py``: the calls the per-well rule reads, and the ``well_outcomes`` table;
 * ``report.py``: counts and listings for ``xtalwatch status`` and the demo.
 

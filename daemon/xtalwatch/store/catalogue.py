@@ -30,7 +30,8 @@ from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import Probe
 
 __all__ = ["Catalogue", "CATALOGUE_FILE", "SCHEMA_VERSION", "NewImage", "Db", "schema_version", "last_catalogued_at",
-           "image_id_by_id", "image_id_by_path", "image_id_by_sha256"]
+           "image_id_by_id", "image_id_by_path", "image_id_by_sha256", "catalogued_images", "usable_images",
+           "count_usable_images", "cropped_images"]
 
 CATALOGUE_FILE = "catalogue.sqlite3"
 
@@ -359,6 +360,34 @@ def image_id_by_path(db: Db, path: str) -> int | None:
     if found is None:
         found = fetch_value(db, "SELECT id FROM images WHERE path=?", (path,))
     return found
+
+
+def catalogued_images(db: Db) -> list[tuple[int, str, str]]:
+    """(id, path, sha256) of images catalogued but not yet preprocessed, oldest first."""
+    return [(int(r[0]), r[1], r[2]) for r in
+            fetch_rows(db, "SELECT id, path, sha256 FROM images WHERE status='catalogued' ORDER BY id")]
+
+
+# Usable for training: preprocessed, not flagged or failed, with a model-size crop.
+_USABLE = """FROM images i JOIN preprocess p ON p.image_id = i.id
+             WHERE i.status NOT IN ('flagged', 'failed', 'catalogued') AND p.crop_path IS NOT NULL"""
+
+
+def usable_images(db: Db) -> list[tuple[int, str, str]]:
+    """(id, sha256, crop path) of every image usable for training, oldest first."""
+    return [(int(r[0]), r[1], r[2]) for r in fetch_rows(db, f"SELECT i.id, i.sha256, p.crop_path {_USABLE} ORDER BY i.id")]
+
+
+def count_usable_images(db: Db) -> int:
+    """How many images :func:`usable_images` would return."""
+    return int(fetch_value(db, f"SELECT COUNT(*) {_USABLE}"))
+
+
+def cropped_images(db: Db) -> list[tuple[int, str, str]]:
+    """(id, path, crop path) of every image with a drop crop, whatever its quality, oldest first."""
+    return [(int(r[0]), r[1], r[2]) for r in fetch_rows(
+        db, "SELECT i.id, i.path, p.crop_path FROM images i JOIN preprocess p ON p.image_id = i.id "
+            "WHERE p.crop_path IS NOT NULL ORDER BY i.id")]
 
 
 def image_id_by_sha256(db: Db, sha256: str) -> int | None:

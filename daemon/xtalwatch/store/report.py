@@ -11,8 +11,7 @@ from xtalwatch.plate import UNASSIGNED
 from xtalwatch.store.catalogue import Db, fetch_rows, fetch_value
 
 __all__ = ["totals", "rejected_by_reason", "images_by_status", "flagged_by_flag", "failed_by_reason",
-           "plate_barcodes", "newest_images", "recent_rejections", "images_past_preprocessing",
-           "newest_prediction_labels", "model_statuses"]
+           "plate_barcodes", "newest_images", "recent_rejections", "images_past_preprocessing"]
 
 def totals(db: Db) -> dict[str, int]:
     """Row counts: ``images``, ``files``, ``rejected``, ``predictions``, ``wells``, and ``unassigned``
@@ -80,15 +79,3 @@ def recent_rejections(db: Db, limit: int = 10) -> list[dict[str, Any]]:
 def images_past_preprocessing(db: Db) -> int:
     """Images preprocessing is done with (preprocessed, flagged or failed)."""
     return int(fetch_value(db, "SELECT COUNT(*) FROM images WHERE status != 'catalogued'"))
-
-
-def newest_prediction_labels(db: Db) -> list[tuple[str, str]]:
-    """(image path, class) of each classified image's newest prediction."""
-    return [(r[0], r[1]) for r in fetch_rows(db, """
-        SELECT i.path, p.label FROM images i JOIN predictions p ON p.image_id = i.id
-        WHERE p.created_at = (SELECT MAX(created_at) FROM predictions WHERE image_id = i.id)""")]
-
-
-def model_statuses(db: Db) -> list[tuple[str, str]]:
-    """(version, status) of every registered model, oldest first."""
-    return [(r[0], r[1]) for r in fetch_rows(db, "SELECT version, status FROM models ORDER BY created_at")]

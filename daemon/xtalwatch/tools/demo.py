@@ -35,7 +35,9 @@ from xtalwatch.observe.status import collect_status
 from xtalwatch.service import Service
 from xtalwatch.store.catalogue import Catalogue, Db
 from xtalwatch.store.labels import import_labels
-from xtalwatch.store.report import images_past_preprocessing, model_statuses, newest_prediction_labels
+from xtalwatch.store.models import model_statuses
+from xtalwatch.store.predictions import newest_prediction_labels
+from xtalwatch.store.report import images_past_preprocessing
 from xtalwatch.tools.platemap import plate_map_png, plate_map_text, well_outcomes
 from xtalwatch.tools.synth import generate_plates
 

@@ -12,17 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.catalogue import Catalogue, count_usable_images, usable_images
 from xtalwatch.store.labels import latest_labels
 
 __all__ = ["UsableImages", "count_usable", "gather_usable", "data_fingerprint", "open_catalogue"]
 
 log = logging.getLogger("xtalwatch.learn.retrain")
-
-_USABLE_SQL = """SELECT i.id, i.sha256, p.crop_path FROM images i JOIN preprocess p ON p.image_id = i.id
-                 WHERE i.status NOT IN ('flagged', 'failed', 'catalogued') AND p.crop_path IS NOT NULL
-                 ORDER BY i.id"""
-
 
 @dataclass
 class UsableImages:
@@ -44,7 +39,7 @@ def count_usable(state_dir: Path) -> int:
     except FileNotFoundError:
         return 0
     try:
-        return int(conn.execute(f"SELECT COUNT(*) FROM ({_USABLE_SQL})").fetchone()[0])
+        return count_usable_images(conn)
     finally:
         conn.close()
 
@@ -57,14 +52,14 @@ def open_catalogue(state_dir: Path) -> Catalogue:
 
 def gather_usable(catalogue: Catalogue) -> UsableImages:
     """Every usable image (not flagged or failed, crop on disk) and the latest label of each."""
-    rows = catalogue.query(_USABLE_SQL)
-    kept = [r for r in rows if os.path.isfile(r["crop_path"])]
+    rows = usable_images(catalogue)
+    kept = [r for r in rows if os.path.isfile(r[2])]
     if len(kept) < len(rows):
         log.warning("retrain: %d usable images have no crop file on disk; left out", len(rows) - len(kept))
-    ids = [int(r["id"]) for r in kept]
+    ids = [r[0] for r in kept]
     present = set(ids)
     labels = {image_id: label for image_id, label in latest_labels(catalogue).items() if image_id in present}
-    return UsableImages(ids, [r["sha256"] for r in kept], [r["crop_path"] for r in kept], labels)
+    return UsableImages(ids, [r[1] for r in kept], [r[2] for r in kept], labels)
 
 
 def data_fingerprint(usable: UsableImages, image_size: int) -> str:
