@@ -27,7 +27,7 @@ test: install system-deps
 	XTALWATCH_REAL_IMAGES=$${XTALWATCH_REAL_IMAGES:-$(REAL_IMAGES)} $(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check daemon plugins tests bench
+	$(BIN)/ruff check daemon plugins tests bench docs
 
 bench: install
 	$(BIN)/python bench/bench_ingest.py
