@@ -86,3 +86,18 @@ def test_embeddings_export_and_map(frames: Path, bundle_dir: Path, tmp_path: Pat
     index = out.with_suffix(".csv").read_text().splitlines()
     assert index[0].startswith("row,image_id,path,label,prediction") and len(index) == 13
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_embeddings_of_the_catalogues_crops_with_their_labels(bundle_dir: Path, tmp_path: Path) -> None:
+    from retrain_helpers import make_state
+
+    state = tmp_path / "state"
+    ids = make_state(state, 9, labelled_per_class=2, flagged=1, failed=1)
+    out = tmp_path / "cat.npy"
+    assert main(["embeddings", "--model", str(bundle_dir), "--out", str(out), "--state", str(state)]) == 0
+    feats = np.load(out)
+    # every image with a crop (usable and flagged), not the failed one without a crop
+    assert feats.shape == (10, 512)
+    rows = out.with_suffix(".csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[1]) for r in rows] == sorted(ids["usable"] + ids["bad"][:1])
+    assert sum(1 for r in rows if r.split(",")[3]) == 6  # two labels per class

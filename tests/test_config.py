@@ -125,3 +125,11 @@ def test_config_check_command(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
+
+
+def test_class_of_folds_sub_classes_and_refuses_the_unknown() -> None:
+    from xtalwatch.config import ClassifyConfig
+
+    cfg = ClassifyConfig()
+    assert cfg.class_of("crystals") == "crystals" and cfg.class_of("needles") == "crystals"
+    assert cfg.class_of("clear") == "clear" and cfg.class_of("sparkly") is None

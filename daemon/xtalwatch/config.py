@@ -405,6 +405,13 @@ class ClassifyConfig(Section):
         """``subclasses`` as a mapping, fine label -> class."""
         return dict(item.split(":", 1) for item in self.subclasses)
 
+    def class_of(self, label: str) -> str | None:
+        """The class ``label`` counts as: itself if it is a class, its class if it is a sub-class
+        (``needles`` -> ``crystals``), None if it is neither. The one place labels are folded."""
+        if label in self.classes:
+            return label
+        return self.subclass_of.get(label)
+
     @model_validator(mode="after")
     def _subclasses_map_into_classes(self) -> ClassifyConfig:
         if len(set(self.classes)) != len(self.classes) or not self.classes:

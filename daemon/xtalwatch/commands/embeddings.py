@@ -32,8 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _from_catalogue(settings) -> tuple[list, list[dict]]:
-    import cv2
-
+    from xtalwatch.learn.features import CropUnreadable, read_crop
     from xtalwatch.store.catalogue import Catalogue, cropped_images
     from xtalwatch.store.labels import latest_labels
 
@@ -44,15 +43,15 @@ def _from_catalogue(settings) -> tuple[list, list[dict]]:
     finally:
         cat.close()
     crops, index = [], []
-    for r in rows:
-        crop_path = Path(r["crop_path"])
+    for image_id, path, crop in rows:
+        crop_path = Path(crop)
         if not crop_path.is_absolute():
             crop_path = settings.state.dir / crop_path
-        img = cv2.imread(str(crop_path), cv2.IMREAD_UNCHANGED)
-        if img is None:
+        try:
+            crops.append(read_crop(str(crop_path), settings.preprocess.channels))
+        except CropUnreadable:
             continue
-        crops.append(img)
-        index.append({"image_id": r["id"], "path": r["path"], "label": labels.get(int(r["id"]), "")})
+        index.append({"image_id": image_id, "path": path, "label": labels.get(image_id, "")})
     return crops, index
 
 

@@ -47,8 +47,7 @@ def map_labels(labels: Sequence[str], cfg: ClassifyConfig) -> list[str | None]:
     A label that is neither a class nor a sub-class maps to None; the caller decides whether that
     is an error (:func:`build_bundle`) or a label to leave out (retraining, which warns).
     """
-    fold = cfg.subclass_of
-    return [lab if lab in cfg.classes else fold[lab] if lab in fold else None for lab in labels]
+    return [cfg.class_of(lab) for lab in labels]
 
 
 class ModelBundle:

@@ -118,12 +118,11 @@ def _resolve(db: Db, ref: str, watch_dir: Path | None, base: Path | None) -> int
 def check_rows(db: Db, rows: list[LabelRow], cfg: ClassifyConfig, watch_dir: Path | None = None,
                base: Path | None = None) -> tuple[list[tuple[LabelRow, int]], list[LabelError]]:
     """Resolve each row to an image and check it; (good rows with their image id, errors)."""
-    allowed = set(cfg.classes) | set(cfg.subclass_of)
     good: list[tuple[LabelRow, int]] = []
     errors: list[LabelError] = []
     seen: dict[tuple[int, str], LabelRow] = {}
     for row in rows:
-        if row.label not in allowed:
+        if cfg.class_of(row.label) is None:
             errors.append(LabelError(row.line, f"unknown class {row.label!r} (classes: {', '.join(cfg.classes)}; "
                                                f"sub-classes: {', '.join(sorted(cfg.subclass_of))})", row.source))
             continue

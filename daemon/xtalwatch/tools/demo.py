@@ -205,8 +205,8 @@ def _agreement(db: Db, imager: Path, labels_csv: Path, settings: Settings) -> tu
     """How many classified images the serving model called as the imager's ground truth says."""
     truth = {}
     if labels_csv.is_file():
-        fold = settings.classify.subclass_of
-        truth = {str(imager / r["path"]): fold.get(r["class"], r["class"]) for r in csv.DictReader(labels_csv.open())}
+        fold = settings.classify.class_of
+        truth = {str(imager / r["path"]): fold(r["class"]) or r["class"] for r in csv.DictReader(labels_csv.open())}
     scored = [(truth[path], label) for path, label in newest_prediction_labels(db) if path in truth]
     return sum(t == p for t, p in scored), len(scored)
 
