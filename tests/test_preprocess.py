@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -228,10 +227,8 @@ def test_command_writes_crop_overlay_and_quality(tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.realdata
-def test_every_real_image_yields_a_crop_and_a_drop_box_inside_the_frame(tmp_path: Path) -> None:
-    root = os.environ.get("XTALWATCH_REAL_IMAGES")
-    if not root:
-        pytest.skip("XTALWATCH_REAL_IMAGES is not set")
+def test_every_real_image_yields_a_crop_and_a_drop_box_inside_the_frame(tmp_path: Path, real_images: Path) -> None:
+    root = real_images
     files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
     assert files, f"no images under {root}"
     for path in files:
