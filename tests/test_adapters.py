@@ -115,6 +115,44 @@ def test_unknown_path_is_unassigned_with_reason() -> None:
     assert "no adapter understood the path (tried rockmaker, export)" == identity.note
 
 
+def test_names_adapters_cannot_use_are_not_understood_rather_than_raising() -> None:
+    """Well numbers off the plate, digits beyond SQLite's INTEGER, digits that are not ASCII: None."""
+    store = "plateID_1/batchID_{batch}/wellNum_{well}/profileID_1/d{drop}_r1_ef.jpg"
+    rockmaker = RockMakerAdapter()
+    assert rockmaker.parse(store.format(batch=1, well=0, drop=1)) is None
+    assert rockmaker.parse(store.format(batch=1, well=97, drop=1)) is None
+    assert rockmaker.parse(store.format(batch="9" * 30, well=1, drop=1)) is None
+    assert rockmaker.parse(store.format(batch="\u0663", well=1, drop=1)) is None  # ARABIC-INDIC DIGIT THREE
+    assert ExportAdapter().parse("90j8_01A_" + "1" * 5000 + ".jpg") is None
+    long_folder = ExportAdapter().parse("i" + "9" * 5000 + "/90j8_01A_1.jpg")
+    assert long_folder is not None and long_folder.inspection is None  # no such inspection folder
+    assert RegexAdapter(r"(?P<plate>\w+)_(?P<well>[A-H]\d+)_(?P<drop>\w+)").parse("P_A1_x.jpg") is None
+    assert RegexAdapter(r"(?:(?P<plate>\w+)/)?(?P<well>[A-H]\d+)").parse("A1.jpg") is None  # no plate group
+
+
+def test_chain_shows_bytes_that_are_not_utf8_and_survives_bad_adapters() -> None:
+    """A Latin-1 plate folder reaches the catalogue as ``\\xe9``; an adapter that raises or answers
+    nonsense is skipped, never fatal."""
+    class Raises:
+        name = "raises"
+
+        def parse(self, relpath: str) -> None:
+            raise RuntimeError("boom")
+
+    class Nonsense:
+        name = "nonsense"
+
+        def parse(self, relpath: str) -> object:
+            return "not an identity"
+
+    relpath = os.fsdecode(b"plateID_caf\xe9/batchID_7/wellNum_13/profileID_1/d1_r1_ef.jpg")
+    identity = AdapterChain([Raises(), Nonsense(), RockMakerAdapter()]).identify(relpath)  # type: ignore[list-item]
+    assert (identity.plate, identity.well, identity.adapter) == ("caf\\xe9", "B1", "rockmaker")
+    identity.plate.encode("utf-8")  # storable
+    fallback = AdapterChain([Raises()]).identify(os.fsdecode(b"\xff.jpg"))  # type: ignore[list-item]
+    assert fallback.plate == "unassigned"
+
+
 def test_builtins_come_from_entry_points() -> None:
     registry = PluginRegistry.discover()
     assert {"rockmaker", "export", "minstrel", "regex"} <= set(registry.names("adapter"))

@@ -114,3 +114,59 @@ def test_unreadable_file_is_recorded_and_retried_after_chmod(folders: tuple[Path
     os.chmod(secret, 0o644)  # the lab fixes the permission: ctime changes, so it is retried
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert "1 new" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["native", "poll"])
+def test_links_out_of_the_watched_folder_are_rejected_unread(tmp_path: Path, start_service, monkeypatch, mode) -> None:
+    """Links to a file, a folder and a password-like file outside: ``outside_watch_dir``, never opened,
+    never quoted; a link inside that points inside is an ordinary duplicate."""
+    import xtalwatch.stages.ingest as ingest
+
+    watch, state, outside = tmp_path / "imager", tmp_path / "state", tmp_path / "outside"
+    watch.mkdir()
+    outside.mkdir()
+    (outside / "elsewhere_01A_1.jpg").write_bytes(jpeg_bytes(seed=40))
+    (outside / "shadow").write_bytes(b"root:$6$SECRET-HASH-NEVER-SHOWN:19000:0:99999:7:::\n")
+    read: list[str] = []
+    real_read = ingest.read_candidate
+    monkeypatch.setattr(ingest, "read_candidate", lambda path, st: read.append(str(path)) or real_read(path, st))
+    (watch / "inner_01A_1.jpg").write_bytes(jpeg_bytes(seed=41))
+    os.symlink(watch / "inner_01A_1.jpg", watch / "alias_01A_1.jpg")  # inside to inside: fine
+    os.symlink(outside / "elsewhere_01A_1.jpg", watch / "away_01A_1.jpg")
+    os.symlink(outside, watch / "outfolder")
+    running = start_service(make_settings(watch, state, **{"watch.mode": mode}))
+    os.symlink(outside / "shadow", watch / "shadow.jpg")  # arrives live
+    links = [watch / "away_01A_1.jpg", watch / "outfolder", watch / "shadow.jpg"]
+    wait_for(lambda: all(rejected(running, p) for p in links) and running.count("files") == 2, timeout=30)
+    for link in links:
+        reason, detail = rejected(running, link)  # type: ignore[misc]
+        assert reason == "outside_watch_dir" and str(outside) in detail and "SECRET" not in detail, (link, detail)
+    assert running.metric("xtalwatch_images_rejected_total", reason="outside_watch_dir") == 3
+    assert running.count("images") == 1 and running.count("files") == 2  # inner and its alias
+    assert not any(str(outside) in p for p in read) and not any("outfolder" in p for p in read), read
+    running.service.rescan()  # settled: not taken again
+    wait_for(lambda: len(running.service.tracker) == 0 and running.service.ingest.idle())
+    assert running.metric("xtalwatch_images_rejected_total", reason="outside_watch_dir") == 3
+
+
+def test_names_that_are_not_utf8_are_catalogued(folders: tuple[Path, Path], start_service) -> None:
+    """Latin-1 ``é`` (0xE9) and a stray 0xFF, at start-up and arriving live: catalogued, and shown escaped."""
+    from xtalwatch.observe.status import collect_status
+
+    watch, state = folders
+    root = os.fsencode(watch)
+    at_start = [b"caf\xe9_01A_1.jpg", b"\xff\xfe_02A_1.jpg"]
+    for i, name in enumerate(at_start):
+        Path(os.fsdecode(root + b"/" + name)).write_bytes(jpeg_bytes(seed=50 + i))
+    os.mkdir(root + b"/plate_\xe9")
+    Path(os.fsdecode(root + b"/plate_\xe9/bad\xff.jpg")).write_bytes(b"")
+    running = start_service(make_settings(watch, state))
+    Path(os.fsdecode(root + b"/live\xe9\x80_03A_1.jpg")).write_bytes(jpeg_bytes(seed=53))
+    wait_for(lambda: running.count("images") == 3 and running.count("rejected") == 1, timeout=30)
+    status = collect_status(state)
+    shown = {i["path"] for i in status["newest_images"]}
+    assert shown == {f"{watch}/caf\\xe9_01A_1.jpg", f"{watch}/\\xff\\xfe_02A_1.jpg", f"{watch}/live\\xe9\\x80_03A_1.jpg"}
+    assert status["recent_errors"][0]["path"] == f"{watch}/plate_\\xe9/bad\\xff.jpg"
+    running.service.rescan()
+    wait_for(lambda: len(running.service.tracker) == 0 and running.service.ingest.idle())
+    assert running.count("images") == 3 and running.count("files") == 3

@@ -182,3 +182,28 @@ def test_models_command_lists_promotes_and_rolls_back(tmp_path: Path, capsys: py
     assert main(["models", "--state", str(tmp_path), "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [m["current"] for m in listed] == [True, False, False] and listed[2]["status"] == "retired"
+
+
+def test_models_command_takes_state_after_the_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--state`` works after ``models`` and after its action, as it does for ``status``."""
+    from xtalwatch.cli import main
+
+    reg = ModelRegistry(tmp_path, Catalogue(tmp_path))
+    reg.add(FileBundle(), version="20260101-020000-aaaaaa", created_at=1.0)
+    reg.promote("20260101-020000-aaaaaa", "first model")
+    reg.add(FileBundle(), version="20260102-020000-bbbbbb", created_at=2.0)
+    other = tmp_path / "elsewhere"
+    assert main(["models", "list", "--state", str(tmp_path)]) == 0
+    assert "20260101-020000-aaaaaa" in capsys.readouterr().out
+    assert main(["models", "list", "--json", "--state", str(tmp_path)]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert main(["models", "promote", "20260102-020000-bbbbbb", "--state", str(tmp_path)]) == 0
+    assert reg.current_version() == "20260102-020000-bbbbbb"
+    assert main(["models", "rollback", "--state", str(tmp_path)]) == 0
+    assert reg.current_version() == "20260101-020000-aaaaaa"
+    capsys.readouterr()
+    # Given before the action and not after it, the first --state stands; given after, the later one wins.
+    assert main(["models", "--state", str(tmp_path), "list", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert main(["models", "--state", str(tmp_path), "list", "--state", str(other)]) == 0
+    assert "no models yet" in capsys.readouterr().out

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from pathlib import Path
 
+import pytest
 from conftest import jpeg_bytes, make_settings, wait_for
-from xtalwatch.stages.watch import SettleTracker, is_ignored
+from xtalwatch.config import WatchConfig
+from xtalwatch.stages.watch import FolderWatcher, SettleTracker, is_ignored
 
 
 def test_ignore_globs() -> None:
@@ -50,12 +53,35 @@ def test_observer_restarts_when_the_folder_is_replaced(folders: tuple[Path, Path
     (watch / "one_01A_1.jpg").write_bytes(jpeg_bytes(seed=6))
     wait_for(lambda: running.count("images") == 1)
     os.rename(watch, watch.with_name("imager-old"))
-    wait_for(lambda: running.metric("xtalwatch_observer_restarts_total") >= 1)
+    wait_for(lambda: not running.service.watcher.healthy())
     watch.mkdir()
     (watch / "two_02A_1.jpg").write_bytes(jpeg_bytes(seed=7))
     wait_for(lambda: running.count("images") == 2, timeout=20)
     assert running.service.watcher.healthy()
     assert running.thread.is_alive()
+    assert running.metric("xtalwatch_observer_restarts_total") == 1  # one outage, one restart
+
+
+def test_one_outage_is_one_restart_and_two_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Retries while the folder is gone are neither counted nor logged; the restart that works is, once."""
+    watch = tmp_path / "imager"
+    watch.mkdir()
+    restarts: list[str] = []
+    watcher = FolderWatcher(WatchConfig(dir=watch, observer_restart_seconds=1e-6), SettleTracker(1.0), restarts.append)
+    watcher.start()
+    try:
+        os.rename(watch, tmp_path / "imager-old")
+        with caplog.at_level(logging.DEBUG, logger="xtalwatch.stages.watch"):
+            retries = [watcher.supervise() for _ in range(9)]
+            assert retries == [False] * 9 and restarts == []
+            watch.mkdir()
+            wait_for(watcher.supervise)
+        assert restarts == ["the folder disappeared"] and watcher.healthy()
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(lines) == 2, lines
+        assert "cannot watch" in lines[0] and "retrying" in lines[0] and "restarted" in lines[1]
+    finally:
+        watcher.stop()
 
 
 def test_metrics_are_scraped_over_http(folders: tuple[Path, Path], start_service) -> None:

@@ -10,16 +10,25 @@ from xtalwatch.config import Settings, default_config_path, load_settings
 from xtalwatch.logs import setup_logging
 
 
-def add_config_args(parser: argparse.ArgumentParser, *, watch: bool = True, metrics: bool = False) -> None:
-    """Add ``--config`` and ``--state`` (and optionally ``--watch``, ``--metrics-port``)."""
-    parser.add_argument("--config", type=Path, metavar="FILE",
+def add_config_args(parser: argparse.ArgumentParser, *, watch: bool = True, metrics: bool = False,
+                    nested: bool = False) -> None:
+    """Add ``--config`` and ``--state`` (and optionally ``--watch``, ``--metrics-port``).
+
+    ``nested``: ``parser`` is an action under a subcommand that has these flags already
+    (``models list``): the flags are accepted after the action too, and leave the subcommand's
+    value alone when not given there.
+    """
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if nested else {}
+    parser.add_argument("--config", type=Path, metavar="FILE", **extra,
                         help="YAML config (default: $XTALWATCH_CONFIG, else /etc/xtalwatch/xtalwatch.yaml if present)")
-    parser.add_argument("--state", type=Path, metavar="DIR", help="state folder (overrides state.dir)")
+    parser.add_argument("--state", type=Path, metavar="DIR", help="state folder (overrides state.dir)", **extra)
     if watch:
-        parser.add_argument("--watch", type=Path, metavar="DIR", help="imager folder (overrides watch.dir)")
+        parser.add_argument("--watch", type=Path, metavar="DIR", help="imager folder (overrides watch.dir)", **extra)
     if metrics:
-        parser.add_argument("--metrics-port", type=int, metavar="N", help="HTTP port for /metrics (overrides metrics.port)")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides logging.level")
+        parser.add_argument("--metrics-port", type=int, metavar="N", help="HTTP port for /metrics (overrides metrics.port)",
+                            **extra)
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides logging.level",
+                        **extra)
 
 
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("promote", help="serve VERSION now (by hand; bypasses the gate)")
     pr.add_argument("version", metavar="VERSION")
     pr.add_argument("--force", action="store_true", help="also promote a model the gate rejected")
-    sub.add_parser("rollback", help="serve the previously promoted model again")
+    rb = sub.add_parser("rollback", help="serve the previously promoted model again")
+    for action in (ls, pr, rb):  # `models list --state DIR` works as `models --state DIR list` does
+        add_config_args(action, watch=False, nested=True)
     p.set_defaults(func=run)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["DecodeError", "FrameHeader", "decode_bytes", "looks_truncated", "read_header", "to_uint8"]
+__all__ = ["DecodeError", "FrameHeader", "content_kind", "decode_bytes", "looks_truncated", "read_header", "to_uint8"]
 
 # EXIF orientation is applied by OpenCV for every flag except IMREAD_UNCHANGED; ANYCOLOR keeps grey
 # frames grey (one channel, a third of the work) and ANYDEPTH keeps 16-bit samples for to_uint8.
@@ -129,7 +129,18 @@ def read_header(data: bytes) -> FrameHeader:
         return _tiff_header(data)
     if data[:2] == b"BM":
         return _bmp_header(data)
-    raise DecodeError("unknown_format", f"not JPEG/PNG/TIFF/BMP (starts {data[:8]!r})")
+    raise DecodeError("unknown_format", f"not JPEG/PNG/TIFF/BMP (its first bytes {content_kind(data)})")
+
+
+def content_kind(data: bytes) -> str:
+    """What a file's first bytes look like, in words: an error describes content, never quotes it
+    (the file may be anything a link pointed at, a key or a password file)."""
+    head = data[:64]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "are binary data"
+    return "look like text" if all(c.isprintable() or c in "\t\r\n" for c in text) else "are binary data"
 
 
 def looks_truncated(header: FrameHeader, data: bytes) -> bool:

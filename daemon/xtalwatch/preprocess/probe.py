@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xtalwatch.preprocess.decode import DecodeError, looks_truncated, read_header
+from xtalwatch.preprocess.decode import DecodeError, content_kind, looks_truncated, read_header
 
 __all__ = ["Probe", "Rejection", "probe_bytes", "EXTENSION_FORMATS"]
 
@@ -39,7 +39,7 @@ def _rejection(exc: DecodeError, data: bytes) -> Rejection:
     if exc.reason == "empty":
         return Rejection("empty_file", "the file is zero bytes long")
     if exc.reason == "unknown_format":
-        return Rejection("not_an_image", f"content starts with {data[:8]!r}, which is no JPEG, PNG, TIFF or BMP")
+        return Rejection("not_an_image", f"the content is no JPEG, PNG, TIFF or BMP (its first bytes {content_kind(data)})")
     if exc.reason == "truncated":
         return Rejection("truncated", f"{exc.detail}; the file was cut short")
     return Rejection("corrupt", exc.detail or exc.reason)

@@ -35,8 +35,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from xtalwatch.config import WatchConfig
+from xtalwatch.store.paths import shown
 
-__all__ = ["SettleTracker", "FolderWatcher", "scan_folder", "is_ignored"]
+__all__ = ["SettleTracker", "FolderWatcher", "scan_folder", "is_ignored", "inside"]
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,23 @@ def is_ignored(name: str, globs: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in globs)
 
 
+def inside(path: str, root: str) -> bool:
+    """True when ``path`` is ``root`` or under it (both already resolved by ``os.path.realpath``)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def scan_folder(root: Path, globs: list[str]) -> Iterator[Path]:
-    """Every non-ignored file under ``root``; folder symlinks are not followed (no loops)."""
+    """Every non-ignored file under ``root``; folder symlinks are never followed (no loops, nothing
+    outside): one that resolves inside is skipped (its files are scanned where they are), one that
+    resolves outside is yielded itself, so that ingest records it as ``outside_watch_dir``."""
+    real_root = os.path.realpath(root)
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+            log.warning("cannot list %s: %s", shown(str(folder)), exc.strerror or exc)
             continue
         for entry in entries:
             if is_ignored(entry.name, globs):
@@ -71,7 +80,7 @@ def scan_folder(root: Path, globs: list[str]) -> Iterator[Path]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                     continue
-                if entry.is_symlink() and entry.is_dir():  # a link to a folder: not followed, no loops
+                if entry.is_symlink() and entry.is_dir() and inside(os.path.realpath(entry.path), real_root):
                     continue
             except OSError:
                 pass
@@ -189,6 +198,7 @@ class FolderWatcher:
         self._observer: BaseObserver | None = None
         self._identity: tuple[int, int] | None = None
         self._next_try = 0.0
+        self._outage: str | None = None  # why the observer is down, from the first failed look until it is back
 
     def _folder_identity(self) -> tuple[int, int] | None:
         try:
@@ -221,27 +231,33 @@ class FolderWatcher:
         return self._folder_identity() == self._identity
 
     def supervise(self) -> bool:
-        """Restart a dead observer; returns True when it did (the caller should rescan)."""
+        """Restart a dead observer; returns True when it did (the caller should rescan).
+
+        One outage is one restart: it is logged once when it begins and once when the observer is
+        back, and ``on_restart`` is called once, for the restart that worked, however many retries
+        (every ``observer_restart_seconds``) it took."""
         if self.healthy():
             return False
         now = time.monotonic()
         if now < self._next_try:
             return False
         self._next_try = now + self.config.observer_restart_seconds
-        reason = "the observer stopped" if self._identity == self._folder_identity() else (
-            "the folder disappeared" if self._folder_identity() is None else "the folder was replaced or remounted")
+        if self._outage is None:
+            self._outage = "the observer stopped" if self._identity == self._folder_identity() else (
+                "the folder disappeared" if self._folder_identity() is None else "the folder was replaced or remounted")
+            log.error("cannot watch %s: %s; retrying every %.0f s", shown(str(self.root)), self._outage,
+                      self.config.observer_restart_seconds)
         self.stop()
         if self._folder_identity() is None:
-            log.error("cannot watch %s: %s; retrying every %.0f s", self.root, reason, self.config.observer_restart_seconds)
-            self.on_restart(reason)
             return False
         try:
             self.start()
         except OSError as exc:
-            log.error("cannot restart the observer on %s: %s", self.root, exc)
-            self.on_restart(reason)
+            log.debug("observer on %s not restarted yet: %s", shown(str(self.root)), exc)
+            self.stop()
             return False
-        log.error("observer on %s restarted: %s", self.root, reason)
+        reason, self._outage = self._outage, None
+        log.warning("observer on %s restarted after: %s", shown(str(self.root)), reason)
         self.on_restart(reason)
         return True
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from xtalwatch.plate import UNASSIGNED
 from xtalwatch.store.catalogue import Db, fetch_rows, fetch_value
+from xtalwatch.store.paths import shown
 
 __all__ = ["totals", "rejected_by_reason", "images_by_status", "flagged_by_flag", "failed_by_reason",
            "plate_barcodes", "newest_images", "recent_rejections", "images_past_preprocessing"]
@@ -57,11 +58,12 @@ def plate_barcodes(db: Db) -> list[str]:
 
 
 def newest_images(db: Db, limit: int = 10) -> list[dict[str, Any]]:
-    """The last ``limit`` images catalogued, newest first: ``id``, ``path``, ``plate``, ``well``, ``drop``,
+    """The last ``limit`` images catalogued, newest first: ``id``, ``path`` (shown: bytes that are not UTF-8
+    as ``\\xNN``, see ``store/paths.py``), ``plate``, ``well``, ``drop``,
     ``inspection``, ``version``, ``status``, ``catalogued_at`` (Unix s)."""
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    return [dict(r) for r in fetch_rows(db, """
+    return [{**dict(r), "path": shown(r["path"])} for r in fetch_rows(db, """
         SELECT i.id AS id, i.path AS path, p.barcode AS plate, w.name AS well, i.drop_no AS "drop",
                i.inspection AS inspection, i.version AS version, i.status AS status, i.catalogued_at AS catalogued_at
         FROM images i JOIN plates p ON p.id = i.plate_id LEFT JOIN wells w ON w.id = i.well_id
@@ -72,7 +74,7 @@ def recent_rejections(db: Db, limit: int = 10) -> list[dict[str, Any]]:
     """The ``limit`` files most recently rejected: ``path``, ``reason``, ``detail``, ``last_seen`` (Unix s), ``attempts``."""
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    return [dict(r) for r in fetch_rows(
+    return [{**dict(r), "path": shown(r["path"])} for r in fetch_rows(
         db, "SELECT path, reason, detail, last_seen, attempts FROM rejected ORDER BY last_seen DESC LIMIT ?", (limit,))]
 
 

@@ -10,8 +10,10 @@ import re
 
 from xtalwatch.plate import ImageIdentity, parse_well
 
-_NAME = re.compile(r"^(?P<plate>[A-Za-z0-9-]+)_(?P<col>\d{1,2})(?P<row>[A-Za-z]{1,2})_(?P<drop>\d+)\.[A-Za-z0-9]+$")
-_INSPECTION_DIR = re.compile(r"^(?:inspection|insp|i)[_-]?(\d+)$", re.IGNORECASE)
+# ASCII digits only, and few enough for SQLite's INTEGER: any other name is not this export's.
+_NAME = re.compile(r"^(?P<plate>[A-Za-z0-9-]+)_(?P<col>\d{1,2})(?P<row>[A-Za-z]{1,2})_(?P<drop>\d{1,9})\.[A-Za-z0-9]+$",
+                   re.ASCII)
+_INSPECTION_DIR = re.compile(r"^(?:inspection|insp|i)[_-]?(\d{1,9})$", re.IGNORECASE | re.ASCII)
 
 
 class ExportAdapter:

@@ -17,7 +17,8 @@ from xtalwatch.plate import ImageIdentity, well_name
 
 _NAME = re.compile(
     r"^(?P<prefix>.+?)_(?P<plate>[0-9A-Z]{12})_(?P<inspection>\d{3})_(?P<date>\d{6})_(?P<row>\d{2})_(?P<col>\d{2})"
-    r"_(?P<drop>\d{2})_(?P<tail>(?:[0-9A-Z]+_)*(?P<mode>[0-9A-Za-z]+))\.[A-Za-z0-9]+$"
+    r"_(?P<drop>\d{2})_(?P<tail>(?:[0-9A-Z]+_)*(?P<mode>[0-9A-Za-z]+))\.[A-Za-z0-9]+$",
+    re.ASCII,  # digits are 0-9 only
 )
 
 

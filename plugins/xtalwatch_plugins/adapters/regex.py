@@ -16,6 +16,15 @@ import re
 from xtalwatch.plate import ImageIdentity, Imaging, parse_well
 
 
+def _number(text: str | None) -> int | None:
+    """A group's whole number (ASCII digits, up to 18 of them, so SQLite can store it); ValueError otherwise."""
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise ValueError(f"{text!r} is not a number")
+    return int(text)
+
+
 class RegexAdapter:
     name = "regex"
     kind = "adapter"
@@ -30,15 +39,18 @@ class RegexAdapter:
         if match is None:
             return None
         groups = match.groupdict()
+        if not groups.get("plate"):
+            return None
         try:
             well = parse_well(groups["well"]) if groups.get("well") else None
-        except ValueError:
+            drop, inspection = _number(groups.get("drop")), _number(groups.get("inspection"))
+        except ValueError:  # a lab's pattern may let through what is no well or no number
             return None
         return ImageIdentity(
             plate=groups["plate"],
             well=well,
-            drop=int(groups["drop"]) if groups.get("drop") else None,
-            inspection=int(groups["inspection"]) if groups.get("inspection") else None,
+            drop=drop,
+            inspection=inspection,
             imaging=self.imaging,
             adapter=self.name,
         )

@@ -14,9 +14,11 @@ import re
 
 from xtalwatch.plate import ImageIdentity, well_from_index
 
+# ASCII digits only, and no more of them than SQLite's INTEGER holds: any other path is not Rock Maker's.
 _PATH = re.compile(
-    r"(?:^|/)plateID_(?P<plate>[^/]+)/batchID_(?P<batch>\d+)/wellNum_(?P<well>\d+)/profileID_(?P<profile>\d+)/"
-    r"d(?P<drop>\d+)_r(?P<region>\d+)_(?P<type>[A-Za-z0-9]+)\.[A-Za-z0-9]+$"
+    r"(?:^|/)plateID_(?P<plate>[^/]+)/batchID_(?P<batch>\d{1,18})/wellNum_(?P<well>\d{1,4})/profileID_(?P<profile>\d+)/"
+    r"d(?P<drop>\d{1,9})_r(?P<region>\d+)_(?P<type>[A-Za-z0-9]+)\.[A-Za-z0-9]+$",
+    re.ASCII,
 )
 
 
@@ -31,11 +33,15 @@ class RockMakerAdapter:
         match = _PATH.search(relpath)
         if match is None:
             return None
+        try:
+            well = well_from_index(int(match["well"]), self.plate_wells)
+        except ValueError:  # wellNum_0, or past the plate's last well
+            return None
         kind = match["type"].lower()
         imaging = "uv" if "uv" in kind else ("visible" if kind in {"ef", "vis", "bf", "sl"} else "other")
         return ImageIdentity(
             plate=match["plate"],
-            well=well_from_index(int(match["well"]), self.plate_wells),
+            well=well,
             drop=int(match["drop"]),
             inspection=int(match["batch"]),
             imaging=imaging,
