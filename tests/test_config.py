@@ -81,7 +81,7 @@ def test_precedence_flags_then_env_then_file(tmp_path: Path, monkeypatch: pytest
 def test_env_error_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XTALWATCH_WATCH__SETTLE_SECONDS", "-1")
     with pytest.raises(ConfigError, match="watch.settle_seconds: must be > 0"):
-        load_settings(write(tmp_path, ""))
+        load_settings(write(tmp_path, "{}\n"))
 
 
 def test_shipped_default_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,3 +133,92 @@ def test_class_of_folds_sub_classes_and_refuses_the_unknown() -> None:
     cfg = ClassifyConfig()
     assert cfg.class_of("crystals") == "crystals" and cfg.class_of("needles") == "crystals"
     assert cfg.class_of("clear") == "clear" and cfg.class_of("sparkly") is None
+
+
+# -- every bad file is one line, never a traceback ----------------------------------------------
+def test_binary_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "xtalwatch.yaml"
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe binary")
+    with pytest.raises(ConfigError, match=r"xtalwatch.yaml: not a text file \(byte \d+ is not UTF-8\)$"):
+        load_settings(path)
+
+
+def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "watch: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    with pytest.raises(ConfigError, match=r"xtalwatch.yaml: not valid YAML: nested too deeply$"):
+        load_settings(path)
+
+
+def test_bad_json_in_a_section_variable_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XTALWATCH_WATCH", "{settle_seconds: 3")
+    with pytest.raises(ConfigError, match=r"^environment: XTALWATCH_WATCH: not valid JSON") as err:
+        load_settings(write(tmp_path, "{}\n"))
+    assert "\n" not in str(err.value)
+    monkeypatch.delenv("XTALWATCH_WATCH")
+    monkeypatch.setenv("XTALWATCH_ALERTS__SINKS", '[{"type": "webhook", ')
+    with pytest.raises(ConfigError, match=r"^environment: XTALWATCH_ALERTS__SINKS: not valid JSON"):
+        load_settings(write(tmp_path, "{}\n"))
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_an_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"xtalwatch.yaml: is empty: write at least watch.dir, or pass --watch"):
+        load_settings(write(tmp_path, text))
+
+
+def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "watch:\n  settle_seconds: 2\n  mode: poll\n  settle_seconds: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert str(err.value) == f"{path}: line 4: not valid YAML: duplicate key 'settle_seconds' (first on line 2)"
+    path = write(tmp_path, "watch: {}\nmetrics: {port: 1}\nwatch: {}\n")
+    with pytest.raises(ConfigError, match=r"line 3: not valid YAML: duplicate key 'watch' \(first on line 1\)"):
+        load_settings(path)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    path = write(tmp_path, "x-base: &b {settle_seconds: 3}\n")  # an unknown key, but no duplicate-key error
+    with pytest.raises(ConfigError, match="x-base: unknown key"):
+        load_settings(path)
+    path = write(tmp_path, "watch:\n  <<: {settle_seconds: 3}\n  settle_seconds: 4\n")
+    assert load_settings(path).watch.settle_seconds == 4
+
+
+def _float_fields() -> list[str]:
+    from pydantic import BaseModel
+    from xtalwatch.config import Settings
+
+    found = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            found += [f"{section}.{name}" for name, f in model.model_fields.items()
+                      if f.annotation in (float, float | None)]
+    return found
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_every_float_field_refuses_non_finite(tmp_path: Path, value: str) -> None:
+    fields = _float_fields()
+    assert "watch.settle_seconds" in fields and "retrain.interval_hours" in fields and len(fields) > 30
+    sections: dict[str, list[str]] = {}
+    for dotted in fields:
+        section, key = dotted.split(".")
+        sections.setdefault(section, []).append(f"  {key}: {value}")
+    path = write(tmp_path, "".join(f"{s}:\n" + "\n".join(keys) + "\n" for s, keys in sections.items()))
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    refused = {line.split(": ")[1] for line in str(err.value).splitlines()
+               if line.endswith("must be a finite number (not inf or nan)")}
+    assert refused == set(fields)
+
+
+def test_non_finite_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XTALWATCH_ALERTS__RETRY_MAX_SECONDS", "inf")
+    with pytest.raises(ConfigError, match="alerts.retry_max_seconds: must be a finite number"):
+        load_settings(write(tmp_path, "{}\n"))
+
+
+def test_absurd_worker_count_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"ingest.workers: must be <= 1024"):
+        load_settings(write(tmp_path, "ingest:\n  workers: 100000\n"))

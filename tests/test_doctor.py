@@ -71,7 +71,7 @@ def test_fine_setup_prints_ok_lines_and_exits_zero(tmp_path: Path, capsys: pytes
     assert main(["doctor", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     checks = lines_by_check(out)
-    for name in ("config", "watch", "state", "inotify", "metrics"):
+    for name in ("config", "watch", "state", "inotify", "metrics", "plugins"):
         assert checks[name] == ["OK"], out
     assert "(3 folders)" in out
     assert checks["model"] == ["WARN"] and "xtalwatch train --now" in out
@@ -223,3 +223,17 @@ def test_format_and_exit_code(tmp_path: Path) -> None:
     assert text.startswith("FAIL  watch") and "\n" in text and "fix: set watch.dir" in text
     assert exit_code([check]) == 1
     assert exit_code([check_state_dir(load_settings(None, {"state.dir": tmp_path}))]) == 0
+
+
+def test_plugins_that_run_could_not_load_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    watch, state = tmp_path / "imager", tmp_path / "state"
+    watch.mkdir()
+    config = write_config(tmp_path / "xtalwatch.yaml", watch, state)
+    with config.open("a") as f:
+        f.write("alerts:\n  sinks:\n    - {type: webhook, url: 'https://hooks.example.test/T0/B0/SECRET', "
+                "headers_env: {X-Key: XTW_DOCTOR_UNSET}}\n    - {type: pager}\n")
+    assert main(["doctor", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    [line] = [ln for ln in out.splitlines() if ln.startswith("FAIL") and "plugins" in ln]
+    assert "alerts.sinks.0" in line and "XTW_DOCTOR_UNSET" in line and "(and 1 more)" in line
+    assert "SECRET" not in out

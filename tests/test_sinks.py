@@ -137,3 +137,83 @@ def test_command_sink_failure_and_timeout_raise() -> None:
         CommandSink(CommandSinkConfig(argv=["sh", "-c", "echo no pager today >&2; exit 3"])).send(make_alert())
     with pytest.raises(RuntimeError, match="still running after 0.3 s"):
         CommandSink(CommandSinkConfig(argv=["sleep", "5"], timeout_seconds=0.3)).send(make_alert())
+
+
+# -- secrets: the URL is never shown, user:password@ is basic auth ------------------------------
+SECRET_PATH, SECRET_TOKEN = "T0001/B0002/SECRETPATH", "SECRETTOKEN"
+
+
+def test_webhook_errors_never_show_the_url_path_or_token() -> None:
+    with webhook_server(status=500) as server:
+        url = server.url.replace("/hook", f"/services/{SECRET_PATH}?token={SECRET_TOKEN}")
+        with pytest.raises(RuntimeError) as err:
+            WebhookSink(WebhookSinkConfig(url=url)).send(make_alert())
+    port = url.split(":")[2].split("/")[0]
+    assert f"POST http://127.0.0.1:{port}/…: HTTP 500" in str(err.value)
+    assert "SECRET" not in str(err.value)
+    with pytest.raises(urllib.error.URLError) as refused:
+        WebhookSink(WebhookSinkConfig(url=f"{refused_url()}/{SECRET_PATH}", timeout_seconds=2)).send(make_alert())
+    assert "SECRET" not in str(refused.value) and "/…" in str(refused.value)
+
+
+def test_dispatcher_log_lines_never_show_the_url(caplog: pytest.LogCaptureFixture) -> None:
+    from xtalwatch.alerts.dispatch import AlertDispatcher
+    from xtalwatch.config import AlertsConfig
+    from xtalwatch.observe.metrics import Metrics
+
+    with webhook_server(status=500) as server:
+        url = server.url.replace("/hook", f"/{SECRET_PATH}?token={SECRET_TOKEN}")
+        config = AlertsConfig(sinks=[WebhookSinkConfig(url=url)], retry_attempts=2, retry_initial_seconds=0.05)
+        with caplog.at_level(logging.DEBUG, logger="xtalwatch"):
+            dispatcher = AlertDispatcher(config, PluginRegistry.discover(), Metrics())
+            dispatcher.publish(make_alert())
+            deadline_wait = server.answered.wait(20)
+            assert deadline_wait
+            dispatcher.close(timeout=20)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "gave up on crystal_hit" in text and "HTTP 500" in text
+    assert "SECRET" not in text
+
+
+def test_webhook_user_and_password_in_the_url_are_sent_as_basic_auth() -> None:
+    import base64
+
+    with webhook_server() as server:
+        url = server.url.replace("http://", "http://robot:p%40ss%3Aword@")
+        sink = WebhookSink(WebhookSinkConfig(url=url))
+        sink.send(make_alert())
+        [got] = server.received
+    assert got.path == "/hook"
+    assert got.headers["Authorization"] == "Basic " + base64.b64encode(b"robot:p@ss:word").decode()
+    assert "robot" not in repr(sink) and "p%40ss" not in repr(sink)
+    with webhook_server(status=403) as server:
+        url = server.url.replace("http://", "http://robot:hunter2@")
+        with pytest.raises(RuntimeError) as err:
+            WebhookSink(WebhookSinkConfig(url=url)).send(make_alert())
+    assert "HTTP 403" in str(err.value) and "hunter2" not in str(err.value) and "robot" not in str(err.value)
+
+
+def test_every_log_line_has_its_urls_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    from xtalwatch.logs import setup_logging
+
+    setup_logging("INFO")
+    log = logging.getLogger("xtalwatch.test_redaction")
+    log.warning("posting to %s failed", f"https://hooks.example.test/services/{SECRET_PATH}")
+    try:
+        raise OSError(f"cannot reach https://u:{SECRET_TOKEN}@hooks.example.test/x")
+    except OSError:
+        log.exception("a future careless line: https://hooks.example.test/?token=%s", SECRET_TOKEN)
+    log.info("serving /metrics on %s/metrics", "http://127.0.0.1:9108")
+    err = capsys.readouterr().err
+    assert "posting to https://hooks.example.test/… failed" in err
+    assert "a future careless line: https://hooks.example.test/…" in err and "OSError: cannot reach" in err
+    assert "serving /metrics on http://127.0.0.1:9108/metrics" in err  # the service's own endpoints are not secret
+    assert "SECRET" not in err
+
+
+def test_command_sink_failure_never_shows_a_url_the_program_printed() -> None:
+    script = f"echo 'curl: (22) https://hooks.example.test/{SECRET_PATH}: 404' >&2; exit 22"
+    with pytest.raises(RuntimeError) as err:
+        CommandSink(CommandSinkConfig(argv=["sh", "-c", script])).send(make_alert())
+    assert "exit status 22: curl: (22) https://hooks.example.test/…: 404" in str(err.value)
+    assert "SECRET" not in str(err.value)

@@ -2,7 +2,9 @@
 
 Under systemd (``JOURNAL_STREAM`` set) each line starts with the ``<N>`` syslog priority
 prefix that journald understands and carries no timestamp (journald adds its own). At a
-terminal, lines carry a timestamp; colour is used only when stderr is a TTY.
+terminal, lines carry a timestamp; colour is used only when stderr is a TTY. Every http(s)
+URL in a line is redacted to ``scheme://host[:port]/…`` (``redact.py``): a webhook URL is a
+secret, and no future log line should be able to leak one.
 """
 
 from __future__ import annotations
@@ -11,10 +13,27 @@ import logging
 import os
 import sys
 
-__all__ = ["setup_logging"]
+from xtalwatch.redact import redact_urls
+
+__all__ = ["RedactUrls", "setup_logging"]
 
 _SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 _COLOURS = {logging.DEBUG: "\033[2m", logging.WARNING: "\033[33m", logging.ERROR: "\033[31m", logging.CRITICAL: "\033[1;31m"}
+
+
+class RedactUrls(logging.Filter):
+    """Rewrites a record's message (and traceback text) with every http(s) URL redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_urls(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_urls(record.exc_text)
+        return True
 
 
 class _JournalFormatter(logging.Formatter):
@@ -60,6 +79,7 @@ def setup_logging(level: str = "INFO") -> None:
             root.removeHandler(handler)
     handler = _StderrHandler()
     handler._xtalwatch = True  # type: ignore[attr-defined]
+    handler.addFilter(RedactUrls())
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
     else:

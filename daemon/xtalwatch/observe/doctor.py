@@ -20,11 +20,13 @@ from typing import Literal
 
 from xtalwatch.config import Settings
 from xtalwatch.learn.registry import current_path
+from xtalwatch.observe.preflight import existing_ancestor, plugin_problems
+from xtalwatch.redact import redact_urls
 
 __all__ = [
     "Check", "FolderCount", "count_folders", "run_checks", "format_check", "exit_code",
     "check_watch_dir", "check_state_dir", "check_disk", "check_inotify", "check_gpu", "check_model",
-    "check_metrics_port", "check_user", "DISK_FAIL_BYTES", "DISK_WARN_BYTES",
+    "check_metrics_port", "check_plugins", "check_user", "DISK_FAIL_BYTES", "DISK_WARN_BYTES",
 ]
 
 Level = Literal["OK", "WARN", "FAIL"]
@@ -74,13 +76,6 @@ def count_folders(root: Path, limit: int = FOLDER_COUNT_LIMIT) -> FolderCount:
     return FolderCount(dirs, tuple(unreadable), False)
 
 
-def _existing_ancestor(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
@@ -111,7 +106,7 @@ def check_state_dir(settings: Settings) -> Check:
             return Check("state", "FAIL", f"{state} is not writable by this user",
                          f"sudo chown -R xtalwatch:xtalwatch {state}")
         return Check("state", "OK", f"{state} is writable")
-    parent = _existing_ancestor(state)
+    parent = existing_ancestor(state)
     if os.access(parent, os.W_OK | os.X_OK):
         return Check("state", "WARN", f"{state} does not exist yet; it will be created in {parent}",
                      "nothing to do, or create it now: sudo install -d -o xtalwatch -g xtalwatch -m 0750 " + str(state))
@@ -120,7 +115,7 @@ def check_state_dir(settings: Settings) -> Check:
 
 
 def check_disk(settings: Settings, fail_bytes: int = DISK_FAIL_BYTES, warn_bytes: int = DISK_WARN_BYTES) -> Check:
-    where = _existing_ancestor(settings.state.dir)
+    where = existing_ancestor(settings.state.dir)
     try:
         usage = shutil.disk_usage(where)
     except OSError as exc:
@@ -245,6 +240,18 @@ def check_metrics_port(settings: Settings, timeout: float = 1.0) -> Check:
                  f"pick another metrics.port, or find the owner: ss -ltnp 'sport = :{cfg.port}'")
 
 
+def check_plugins(settings: Settings) -> Check:
+    """The adapters and alert sinks load and can be built, as ``run`` (and ``config check``) build them."""
+    problems = plugin_problems(settings)
+    if not problems:
+        return Check("plugins", "OK", f"{len(settings.adapters.order)} adapters and "
+                     f"{len(settings.alerts.sinks) or 1} alert sinks load")
+    key, message = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return Check("plugins", "FAIL", redact_urls(f"{key}: {message}{more}"),
+                 "fix the key named above; `xtalwatch config check FILE` lists every problem")
+
+
 def check_user() -> Check:
     if os.geteuid() == 0:
         return Check("user", "WARN", "running as root: the permission checks say what root may do",
@@ -266,6 +273,7 @@ def run_checks(settings: Settings, proc: Path = INOTIFY_PROC) -> list[Check]:
         check_disk(settings),
         check_inotify(settings, folders, proc),
         check_metrics_port(settings),
+        check_plugins(settings),
         check_gpu(settings),
         check_model(settings),
     ]

@@ -14,6 +14,7 @@ import subprocess
 
 from xtalwatch.alerts.alert import Alert
 from xtalwatch.config import CommandSinkConfig
+from xtalwatch.redact import redact_urls
 
 __all__ = ["CommandSink", "alert_environment"]
 
@@ -44,5 +45,5 @@ class CommandSink:
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"{self.config.argv[0]}: still running after {self.config.timeout_seconds} s, killed") from None
         if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip()[-300:]
+            tail = redact_urls((done.stderr or done.stdout).strip()[-300:])  # e.g. curl naming its URL
             raise RuntimeError(f"{self.config.argv[0]}: exit status {done.returncode}: {tail}")
