@@ -156,3 +156,26 @@ def test_train_now_command_runs_the_job_and_reports(tmp_path: Path, capsys) -> N
     assert "skipped: only 12 usable images" in capsys.readouterr().out
     assert events(state) == []
     assert main(["train", "--now", "--images", str(tmp_path), "--state", str(state)]) == 2
+
+
+def test_a_killed_run_is_recorded_and_its_checkpoint_removed_by_the_next_run(tmp_path: Path) -> None:
+    """A run killed with the service left a big checkpoint and no outcome: the next run finishes it, once."""
+    state = tmp_path / "state"
+    make_state(state, 5)  # too few images: the next run itself refuses, after finishing the killed one
+    killed, finished = state / "training" / "20260101-000000", state / "training" / "20251231-000000"
+    for run in (killed, finished):
+        run.mkdir(parents=True)
+        (run / "retrain.log").write_text("retrain: step 40 of 400\n")
+        (run / "checkpoint.pt").write_bytes(bytes(4096))
+    (finished / "result.json").write_text(json.dumps({"status": "failed", "reason": "diverged"}))
+
+    outcome = run_retrain(tiny_settings(state))
+    assert outcome.status == "skipped"
+    assert not (killed / "checkpoint.pt").exists() and (killed / "retrain.log").exists()
+    assert json.loads((killed / "result.json").read_text())["status"] == "failed"
+    assert (finished / "checkpoint.pt").exists(), "a run with a result is not ours to clean"
+    [(kind, payload)] = events(state)
+    assert kind == "training_failed" and payload["run"] == killed.name
+    assert "killed before it finished" in payload["reason"]
+    run_retrain(tiny_settings(state))
+    assert len(events(state)) == 1, "a killed run is recorded once"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -128,3 +133,61 @@ def test_first_training_waits_for_enough_images_and_is_not_retried_at_once(tmp_p
     assert last.status == "failed"  # stopped with the scheduler
     assert not sched.check_first_training(model_serving=False)  # failed just now: retried after an hour, not now
     assert sched.children_started == 1
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status may wait for a reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+# A service in a process of its own, with a training run going; it prints the child's pid.
+SERVICE_WITH_A_RUN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import wait_for
+from retrain_helpers import tiny_settings
+from xtalwatch.learn.scheduler import RetrainScheduler
+sched = RetrainScheduler(tiny_settings(Path({state!r}), **{{"retrain.enabled": False, "train.max_steps": 100000}}))
+sched.start()
+sched.trigger_now()
+wait_for(lambda: sched._child, timeout=60)
+print(sched._child.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_training_child_dies_with_a_killed_service_and_the_next_start_records_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    make_state(state, 45)
+    script = SERVICE_WITH_A_RUN.format(tests=str(Path(__file__).parent), state=str(state))
+    child = 0
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as service:
+        try:
+            assert service.stdout is not None
+            child = int(service.stdout.readline())
+            run_log = wait_for(lambda: next((state / "training").glob("*/retrain.log"), None), timeout=120)
+            service.kill()  # kill -9, as the OOM killer or a power cut would
+            service.wait(30)
+            wait_for(lambda: not _running(child), timeout=15)
+        finally:
+            if child and _running(child):
+                os.kill(child, signal.SIGKILL)
+            service.kill()
+    run = run_log.parent
+    assert not (run / "result.json").exists()
+    sched = RetrainScheduler(tiny_settings(state))  # the next start of the service
+    sched.start()
+    sched.shutdown()
+    assert json.loads((run / "result.json").read_text())["status"] == "failed"
+    assert not list(run.glob("*checkpoint.pt*")) and run_log.exists()
+    catalogue = Catalogue(state)
+    try:
+        failed = recent_events(catalogue)
+    finally:
+        catalogue.close()
+    assert [e.kind for e in failed] == [TRAINING_FAILED] and failed[0].payload["run"] == run.name

@@ -11,7 +11,11 @@ restart harmless, and the catalogue, not the scheduler, remembers what was train
 
 The job runs ``python -m xtalwatch.learn.retrain`` in a new process, ``nice``d by ``retrain.nice``:
 training competes with ingest only for idle CPU, and all of its GPU memory is returned when it
-exits. The child records its own outcome (an event in the catalogue, and its alert), as every
+exits. The child dies with the service (``--die-with-parent``: SIGKILL from the kernel when the
+service dies, even by kill -9, as systemd's ``KillMode=control-group`` would do anyway), and a
+run killed that way is finished at the next start (:meth:`RetrainScheduler.start` runs
+``retrain/interrupted.py`` under the training lock): its outcome recorded, its checkpoint removed,
+its log kept. The child records its own outcome (an event in the catalogue, and its alert), as every
 run does wherever it runs; the scheduler reads the child's result only for its log line and
 ``last_outcome``, and records a failure itself only when the child could not (killed, or past
 ``retrain.timeout_hours``). Nothing is handed back to the service: a promoted model moves the
@@ -46,6 +50,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from xtalwatch.config import RetrainConfig, Settings
 from xtalwatch.learn.retrain import TRAINING_DIR, RetrainOutcome, count_usable
 from xtalwatch.learn.retrain.announce import record_outcome
+from xtalwatch.learn.retrain.interrupted import finish_interrupted
+from xtalwatch.learn.retrain.lock import Busy, training_lock
 
 __all__ = ["JOB_ID", "FIRST_TRAINING_RETRY_SECONDS", "RetrainScheduler", "build_trigger", "first_training_due",
            "local_zone"]
@@ -99,6 +105,12 @@ class RetrainScheduler:
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
+        """Finish runs a killed service left behind, then schedule the job."""
+        try:
+            with training_lock(self.settings.state.dir):
+                finish_interrupted(self.settings)
+        except Busy:
+            log.info("a training run is in progress; it will finish what killed runs left")
         cfg = self.settings.retrain
         kwargs: dict[str, Any] = {}
         if not cfg.enabled:
@@ -196,7 +208,8 @@ class RetrainScheduler:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(self.settings.model_dump_json())
         cmd = [sys.executable, "-m", "xtalwatch.learn.retrain", "--settings-json", str(settings_file),
-               "--result", str(result_file), "--nice", str(self.settings.retrain.nice)]
+               "--result", str(result_file), "--nice", str(self.settings.retrain.nice),
+               "--die-with-parent", str(os.getpid())]
         started = datetime.now().timestamp()
         try:
             with open(folder / CHILD_LOG, "ab") as child_log:

@@ -80,7 +80,10 @@ class ClassifyStage:
         self._swap_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._busy = False
+        # Items put in the queue and not yet done with, counted from put to the end of their batch:
+        # an item taken off the queue is still counted, so idle() is never true while a batch is in hand.
+        self._outstanding = 0
+        self._outstanding_lock = threading.Lock()
         self.on_predictions: list[Callable[[list[Prediction]], None]] = []
         self.on_features: list[Callable[[Any, np.ndarray], None]] = []
 
@@ -126,7 +129,7 @@ class ClassifyStage:
 
     def submit(self, image_id: int, crop_path: str | None, completed_at: float | None) -> None:
         if crop_path:
-            self._queue.put(_Item(image_id, crop_path, completed_at))
+            self._put(_Item(image_id, crop_path, completed_at))
             self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())
 
     def backfill(self) -> int:
@@ -140,8 +143,17 @@ class ClassifyStage:
             background = row.image_id not in fresh_ids
             if background and not self._wants_reclassify(row.completed_at):
                 continue
-            self._queue.put(_Item(row.image_id, row.crop_path, row.completed_at, background=background))
+            self._put(_Item(row.image_id, row.crop_path, row.completed_at, background=background))
         return len(rows)
+
+    def _put(self, item: _Item) -> None:
+        with self._outstanding_lock:
+            self._outstanding += 1
+        self._queue.put(item)
+
+    def _finished(self, items: int) -> None:
+        with self._outstanding_lock:
+            self._outstanding -= items
 
     def _wants_reclassify(self, completed_at: float | None) -> bool:
         if self.reclassify == "all":
@@ -151,7 +163,9 @@ class ClassifyStage:
         return completed_at is not None and completed_at >= time.time() - self.recent_days * 86400
 
     def idle(self) -> bool:
-        return self._queue.empty() and not self._busy
+        """True when nothing is queued and no batch is in hand."""
+        with self._outstanding_lock:
+            return self._outstanding == 0
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -182,13 +196,12 @@ class ClassifyStage:
             batch = self._take_batch()
             if not batch:
                 return
-            self._busy = True
             try:
                 self._classify(batch)
             except Exception:
                 log.exception("classifying a batch of %d images failed; they stay unclassified for now", len(batch))
             finally:
-                self._busy = False
+                self._finished(len(batch))
                 self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())
 
     def _classify(self, batch: list[_Item]) -> None:

@@ -7,6 +7,14 @@ catalogue from the pool's callback thread. The image's status then says what hap
 ``failed`` (the frame could not be decoded; the reason is stored). A ``preprocessed`` image's
 crop goes straight on to the classify stage. Images left ``catalogued`` by a stop are submitted
 again at the next start, so nothing is lost.
+
+A worker that dies (the OOM killer, ``kill -9``) breaks a ``ProcessPoolExecutor`` for good, so
+the pool holds its own backlog and hands the executor no more images than it has workers: when
+one dies, the images in flight are known. The pool is then rebuilt (logged once, counted in
+``xtalwatch_preprocess_pool_restarts_total``) and those images tried again, one at a time among
+the others, so that an image in flight at two deaths is the one that killed its worker: it is
+recorded ``failed`` with the reason ``worker_died`` instead of killing the pool for ever.
+Workers end with the service (``lifetime.die_with``), even when it is killed.
 """
 
 from __future__ import annotations
@@ -17,11 +25,15 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from xtalwatch.config import PreprocessConfig, Settings
+from xtalwatch.lifetime import die_with
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.preprocess import PreprocessResult, preprocess_file
 from xtalwatch.store.catalogue import Catalogue, catalogued_images
@@ -31,6 +43,7 @@ __all__ = ["PreprocessPool", "PreprocessedCrops", "status_for"]
 log = logging.getLogger(__name__)
 
 CROPS_DIR = "crops"
+WORKER_DEATHS = 2  # an image in flight at this many worker deaths is recorded failed: worker_died
 
 
 class PreprocessedCrops(Protocol):
@@ -53,10 +66,20 @@ def _timed_preprocess(path: str, cfg: PreprocessConfig, max_pixels: int, out_dir
     return result.to_dict(), time.perf_counter() - start
 
 
-def _quiet_worker() -> None:
+def _start_worker(service_pid: int) -> None:
     import cv2
 
+    die_with(service_pid)  # the fork server is this worker's parent, not the service: watch the service itself
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would fight them
+
+
+@dataclass
+class _Job:
+    image_id: int
+    path: str
+    sha256: str
+    completed_at: float | None
+    deaths: int = 0  # worker deaths while this image was in flight
 
 
 class PreprocessPool:
@@ -70,28 +93,34 @@ class PreprocessPool:
         self.metrics = metrics
         self.out_dir = settings.state.dir / CROPS_DIR
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        workers = settings.ingest.workers or os.cpu_count() or 1
-        # forkserver: the service has threads, and fork() of a threaded process can deadlock.
-        self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
-                                             initializer=_quiet_worker)
-        self._pending: set[int] = set()
-        self._lock = threading.Lock()
+        self.workers = settings.ingest.workers or os.cpu_count() or 1
         self.downstream = downstream
-        self.workers = workers
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._jobs: dict[int, _Job] = {}  # every image submitted and not yet stored
+        self._waiting: deque[_Job] = deque()  # not yet handed to the executor
+        self._suspects: deque[_Job] = deque()  # in flight at a worker death: tried again one at a time
+        self._in_flight: dict[int, _Job] = {}  # handed to the current executor
+        self._closed = False
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # forkserver: the service has threads, and fork() of a threaded process can deadlock.
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                                   initializer=_start_worker, initargs=(os.getpid(),))
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._pending)
+            return len(self._jobs)
 
     def submit(self, image_id: int, path: str, sha256: str, completed_at: float | None = None) -> None:
         with self._lock:
-            if image_id in self._pending:
-                return
-            self._pending.add(image_id)
-        future = self._executor.submit(_timed_preprocess, path, self.settings.preprocess,
-                                       self.settings.ingest.max_pixels, str(self.out_dir), sha256)
-        future.add_done_callback(lambda f: self._store(image_id, path, completed_at, f))
-        self.metrics.queue_depth.labels(stage="preprocess").set(len(self))
+            if image_id in self._jobs or self._closed:
+                return  # already on its way, or stopping: it stays 'catalogued' for the next start
+            job = self._jobs[image_id] = _Job(image_id, path, sha256, completed_at)
+            self._waiting.append(job)
+        self._dispatch()
+        self._set_depth()
 
     def resume(self) -> int:
         """Submit images a previous run catalogued but did not preprocess."""
@@ -102,17 +131,92 @@ class PreprocessPool:
             log.info("resuming preprocessing of %d images left from the last run", len(rows))
         return len(rows)
 
-    def _store(self, image_id: int, path: str, completed_at: float | None, future: Future) -> None:
-        try:
-            if future.cancelled():
+    def idle(self) -> bool:
+        return len(self) == 0
+
+    def shutdown(self) -> None:
+        """Drop what has not started (it stays 'catalogued' for the next start); let running frames finish."""
+        with self._lock:
+            self._closed = True
+            dropped = [*self._waiting, *self._suspects]
+            self._waiting.clear()
+            self._suspects.clear()
+            for job in dropped:
+                del self._jobs[job.image_id]
+            executor = self._executor
+        self._set_depth()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- handing images to the executor, and rebuilding it when a worker dies ------------------
+    def _dispatch(self) -> None:
+        """Hand waiting images to the executor, no more in flight than there are workers."""
+        while True:
+            with self._lock:
+                if self._closed or len(self._in_flight) >= self.workers:
+                    return
+                if self._suspects and not any(j.deaths for j in self._in_flight.values()):
+                    job = self._suspects.popleft()
+                elif self._waiting:
+                    job = self._waiting.popleft()
+                else:
+                    return
+                executor = self._executor
+                try:
+                    future = executor.submit(_timed_preprocess, job.path, self.settings.preprocess,
+                                             self.settings.ingest.max_pixels, str(self.out_dir), job.sha256)
+                except BrokenProcessPool:  # a worker died while none of ours was in flight
+                    (self._suspects if job.deaths else self._waiting).appendleft(job)
+                    future = None
+                else:
+                    self._in_flight[job.image_id] = job
+            if future is None:
+                self._rebuild(executor)
+                continue
+            future.add_done_callback(lambda f, job=job, executor=executor: self._done(job, executor, f))
+
+    def _rebuild(self, broken: ProcessPoolExecutor) -> None:
+        """Replace ``broken`` by a new executor, once, however many of its futures report it."""
+        with self._lock:
+            if self._executor is not broken or self._closed:
                 return
-            exc = future.exception()
-            if exc is not None:  # the worker died (killed, out of memory): record it, keep going
-                result = PreprocessResult(path, "", error="worker_failed", error_detail=f"{type(exc).__name__}: {exc}")
-                seconds = 0.0
-            else:
-                data, seconds = future.result()
-                result = PreprocessResult.from_dict(data)
+            self._executor = self._new_executor()
+            self.restarts += 1
+            waiting = len(self._jobs)
+        self.metrics.preprocess_pool_restarts.inc()
+        log.warning("a preprocessing worker process died (killed, or out of memory); pool rebuilt (restart %d), "
+                    "%d images to go", self.restarts, waiting)
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _done(self, job: _Job, executor: ProcessPoolExecutor, future: Future) -> None:
+        if future.cancelled():
+            self._forget(job)
+            return
+        exc = future.exception()
+        if isinstance(exc, BrokenProcessPool):
+            with self._lock:
+                self._in_flight.pop(job.image_id, None)
+                job.deaths += 1
+                retry = not self._closed and job.deaths < WORKER_DEATHS
+                if retry:
+                    self._suspects.append(job)
+            if not retry and self._closed:
+                self._forget(job)  # stopping: it stays 'catalogued' for the next start
+            elif not retry:
+                self._store(job, PreprocessResult(job.path, "", error="worker_died", error_detail=(
+                    f"its worker process died {job.deaths} times while preprocessing it")), 0.0)
+            self._rebuild(executor)
+        elif exc is not None:  # the call itself failed (not the frame: preprocess_file records those)
+            self._store(job, PreprocessResult(job.path, "", error="worker_failed",
+                                              error_detail=f"{type(exc).__name__}: {exc}"), 0.0)
+        else:
+            data, seconds = future.result()
+            self._store(job, PreprocessResult.from_dict(data), seconds)
+        self._dispatch()
+
+    # -- results --------------------------------------------------------------------------------
+    def _store(self, job: _Job, result: PreprocessResult, seconds: float) -> None:
+        image_id, path = job.image_id, job.path
+        try:
             status = status_for(result)
             self.catalogue.record_preprocess(image_id, result.method, result.flags, result.crop_path, result.error,
                                              json.dumps(result.to_dict()), status)
@@ -126,17 +230,17 @@ class PreprocessPool:
             elif result.flags:
                 log.info("image %d flagged %s (%s)", image_id, ",".join(result.flags), path)
             if self.downstream is not None and status == "preprocessed":
-                self.downstream.submit(image_id, result.crop_path, completed_at)
+                self.downstream.submit(image_id, result.crop_path, job.completed_at)
         except Exception:
             log.exception("storing the preprocessing result of image %d failed", image_id)
         finally:
-            with self._lock:
-                self._pending.discard(image_id)
-            self.metrics.queue_depth.labels(stage="preprocess").set(len(self))
+            self._forget(job)
 
-    def idle(self) -> bool:
-        return len(self) == 0
+    def _forget(self, job: _Job) -> None:
+        with self._lock:
+            self._in_flight.pop(job.image_id, None)
+            self._jobs.pop(job.image_id, None)
+        self._set_depth()
 
-    def shutdown(self) -> None:
-        """Cancel what has not started (it stays 'catalogued' for the next start); let running frames finish."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def _set_depth(self) -> None:
+        self.metrics.queue_depth.labels(stage="preprocess").set(len(self))

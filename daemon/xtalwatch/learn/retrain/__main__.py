@@ -1,7 +1,9 @@
 """``python -m xtalwatch.learn.retrain``: one retraining run in a child process of its own.
 
-``scheduler.py`` starts it as ``--settings-json F --result F --nice N``. The run records its own
-outcome (``run.py``); ``--result`` also writes it as JSON where the scheduler reads it. Exit
+``scheduler.py`` starts it as ``--settings-json F --result F --nice N --die-with-parent PID``.
+The run records its own outcome (``run.py``); ``--result`` also writes it as JSON where the
+scheduler reads it. ``--die-with-parent`` ends the run when the service dies, even by kill -9:
+the next run (or start) records it and removes its checkpoint (``interrupted.py``). Exit
 status: 0 promoted, rejected or skipped; 1 failed; 2 bad arguments or settings.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from xtalwatch.config import ConfigError, Settings, load_settings
 from xtalwatch.files import write_json_atomic
 from xtalwatch.learn.retrain.run import run_retrain
+from xtalwatch.lifetime import die_with_parent
 from xtalwatch.logs import setup_logging
 
 __all__ = ["main"]
@@ -31,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--result", type=Path, help="write the outcome here as JSON")
     p.add_argument("--nice", type=int, default=0, help="add this to the process's CPU niceness first")
     p.add_argument("--now", action="store_true", help="train even if nothing changed since the serving model")
+    p.add_argument("--die-with-parent", type=int, metavar="PID",
+                   help="the parent's pid: end this run (SIGKILL) when the parent dies (Linux)")
     args = p.parse_args(argv)
+    if args.die_with_parent is not None:
+        die_with_parent(args.die_with_parent)
     if args.nice:
         os.nice(args.nice)
     try:

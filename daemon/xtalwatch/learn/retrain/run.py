@@ -4,7 +4,8 @@ The service runs this in a child process (``python -m xtalwatch.learn.retrain``,
 ``scheduler.py``), so training never slows ingest and the GPU's memory goes back when it ends;
 ``xtalwatch train --now`` and the tests call :func:`run_retrain` directly. Either way the run:
 
-1. takes ``<state>/training/.lock`` (one training at a time, whoever started it);
+1. takes ``<state>/training/.lock`` (one training at a time, whoever started it), and finishes
+   what killed runs left (``interrupted.py``: their outcome recorded, their checkpoint removed);
 2. reads every usable image from the catalogue: preprocessed, not flagged, not failed, with its
    model-size crop on disk, plus the latest label of each;
 3. refuses, with the counts, when there are fewer than ``train.min_images``; a scheduled run
@@ -38,6 +39,7 @@ from xtalwatch.files import write_json_atomic
 from xtalwatch.learn.features import read_crops, read_model_rgb, unit_mean
 from xtalwatch.learn.registry import ModelRecord, ModelRegistry, new_version
 from xtalwatch.learn.retrain.announce import record_outcome
+from xtalwatch.learn.retrain.interrupted import finish_interrupted
 from xtalwatch.learn.retrain.lock import TRAINING_DIR, Busy, log_to, training_lock
 from xtalwatch.learn.retrain.outcome import RetrainOutcome
 from xtalwatch.learn.retrain.usable import UsableImages, data_fingerprint, gather_usable, open_catalogue
@@ -65,6 +67,7 @@ def run_retrain(settings: Settings, *, now: bool = False, progress: bool = False
     try:
         with ExitStack() as held:  # the lock, the catalogue and the run's log file, released in reverse
             held.enter_context(training_lock(settings.state.dir))
+            finish_interrupted(settings)
             _run(settings, now, progress, outcome, held)
     except Busy:
         outcome.reason = "another training run is in progress (training/.lock is held)"
