@@ -7,10 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import jpeg_bytes
+import httpx
+import pytest
+from conftest import RunningService, jpeg_bytes, make_settings, wait_for
+from xtalwatch import service as service_module
+from xtalwatch.stages.watch import FolderWatcher
 
 
 def test_service_notifies_systemd(tmp_path: Path) -> None:
@@ -53,3 +59,53 @@ def test_service_notifies_systemd(tmp_path: Path) -> None:
             proc.wait()
         sock.close()
         log.close()
+
+
+def test_watchdog_pings_stop_while_the_main_loop_is_stuck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          start_service: Callable[..., RunningService]) -> None:
+    """Only the loop pings: a hung loop goes silent (systemd restarts it) and /healthz names it."""
+    watch = tmp_path / "imager"
+    watch.mkdir()
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setattr(service_module, "LOOP_STUCK_SECONDS", 1.0)
+    stuck, release, hung = threading.Event(), threading.Event(), threading.Event()
+    original = FolderWatcher.supervise
+
+    def hang_once_armed(self: FolderWatcher) -> bool:
+        if stuck.is_set():
+            hung.set()
+            release.wait(60)
+        return original(self)
+
+    monkeypatch.setattr(FolderWatcher, "supervise", hang_once_armed)
+    try:
+        running = start_service(make_settings(watch, tmp_path / "state"))
+        sock.settimeout(30)
+        assert "WATCHDOG=1" in sock.recv(4096).decode()
+        stuck.set()
+        assert hung.wait(30)
+        sock.setblocking(False)
+        while True:  # what was sent before the loop hung
+            try:
+                sock.recv(4096)
+            except BlockingIOError:
+                break
+        # Wait until /healthz says the loop is stuck: more than 1 s, ten ping periods.
+        assert running.service.web is not None
+        url = f"{running.service.web.url}/healthz"
+        wait_for(lambda: httpx.get(url, timeout=10).status_code == 503, timeout=30)
+        assert any(r.startswith("loop:") for r in httpx.get(url, timeout=10).json()["reasons"])
+        with pytest.raises(BlockingIOError):
+            sock.recv(4096)  # not one ping while the loop was stuck
+        release.set()
+        sock.settimeout(30)
+        assert "WATCHDOG=1" in sock.recv(4096).decode()  # the loop ticks again, and pings again
+    finally:
+        stuck.clear()
+        release.set()
+        sock.close()

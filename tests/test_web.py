@@ -10,7 +10,7 @@ import httpx
 import pytest
 from xtalwatch.config import load_settings
 from xtalwatch.observe.metrics import Metrics
-from xtalwatch.observe.web import WebServer, build_app
+from xtalwatch.observe.web import WebServer, build_app, is_loopback
 
 
 @pytest.fixture
@@ -96,3 +96,71 @@ def test_default_bind_is_loopback() -> None:
     settings = load_settings(None, {})
     assert settings.metrics.host == "127.0.0.1"
     assert settings.metrics.port == 9108
+
+
+# -- /healthz reasons and the /api/status access rule ------------------------------------------
+def test_healthz_is_503_with_the_reasons_while_something_is_wrong() -> None:
+    problems: list[str] = []
+    web = WebServer(build_app(Metrics(process_collectors=False), health=lambda: list(problems)), "127.0.0.1", 0)
+    web.start()
+    try:
+        assert httpx.get(f"{web.url}/healthz", timeout=10).json() == {"ok": True}
+        problems.extend(["loop: the main loop last ticked 90 s ago (stuck)", "disk: the state disk is full"])
+        response = httpx.get(f"{web.url}/healthz", timeout=10)
+        assert response.status_code == 503
+        assert response.json() == {"ok": False, "reasons": problems}
+        problems.clear()
+        assert httpx.get(f"{web.url}/healthz", timeout=10).status_code == 200
+    finally:
+        web.stop()
+
+
+def _own_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None when it has only loopback."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: connect() on UDP only picks the route
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.parametrize(("token", "sent", "expected"), [
+    (None, None, 403),  # no token configured: loopback clients only
+    ("s3cret", None, 403),
+    ("s3cret", "Bearer wrong", 403),
+    ("s3cret", "Bearer s3cret", 200),
+])
+def test_api_status_from_another_host_needs_the_token(token: str | None, sent: str | None, expected: int) -> None:
+    address = _own_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to reach the server from")
+    web = WebServer(build_app(Metrics(process_collectors=False), lambda: {"state_dir": "/srv/state"},
+                              health=lambda: [], api_token=token), "0.0.0.0", 0)
+    web.start()
+    try:
+        base = f"http://{address}:{web.port}"
+        headers = {"Authorization": sent} if sent else {}
+        response = httpx.get(f"{base}/api/status", headers=headers, timeout=10)
+        assert response.status_code == expected
+        if expected == 403:
+            assert "/srv/state" not in response.text
+            assert "metrics.api_token" in response.json()["error"]
+        else:
+            assert response.json() == {"state_dir": "/srv/state"}
+        # /metrics and /healthz stay open to anyone.
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/metrics", timeout=10).status_code == 200
+        # Loopback needs no token.
+        assert httpx.get(f"http://127.0.0.1:{web.port}/api/status", timeout=10).status_code == 200
+    finally:
+        web.stop()
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+                                                 ("::ffff:127.0.0.1", True), ("192.0.2.7", False),
+                                                 ("::ffff:192.0.2.7", False), ("testclient", False), ("", False),
+                                                 (None, False)])
+def test_is_loopback(host: str | None, loopback: bool) -> None:
+    assert is_loopback(host) is loopback

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from xtalwatch.alerts.dispatch import AlertDispatcher, raise_event
 from xtalwatch.config import AlertsConfig
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.store.catalogue import Catalogue, last_catalogued_at
+from xtalwatch.store.maintenance import ROOM_BYTES, is_disk_full
 
 __all__ = ["DriftMonitor", "HealthChecks"]
 
@@ -60,7 +62,12 @@ class DriftMonitor:
 
 
 class HealthChecks:
-    """Imager stalled and disk low, each announced once per episode."""
+    """Imager stalled and disk low, each announced once per episode.
+
+    ``disk_full()`` is the other way into a ``disk_low`` episode: a write that found the state
+    disk full. Its alert goes out at once; the event is stored when the disk has room again
+    (``store_held()``, also tried on every ``run``).
+    """
 
     def __init__(self, state_dir: Path, catalogue: Catalogue, metrics: Metrics, alerts: AlertDispatcher | None,
                  config: AlertsConfig, started_at: float | None = None):
@@ -72,9 +79,48 @@ class HealthChecks:
         self.started_at = started_at if started_at is not None else time.time()
         self._stalled = False
         self._disk_low = False
+        self._held: list[ev.Event] = []  # raised while the disk was full, stored once it has room
+        self._lock = threading.Lock()  # disk_full() runs on an ingest thread
+
+    def disk_full(self, reason: str) -> ev.Event:
+        """The state disk is full (``reason``: what failed): alert now, store the event when there is room."""
+        try:
+            usage = shutil.disk_usage(self.state_dir)
+            free, total = usage.free, usage.total
+        except OSError:
+            free = total = 0
+        event = ev.disk_low(str(self.state_dir), free, total)
+        event.payload["reason"] = reason
+        with self._lock:
+            self._disk_low = True
+        self._raise(event)
+        return event
+
+    def store_held(self) -> int:
+        """Store the events raised while the disk was full; returns how many are still held."""
+        with self._lock:
+            held, self._held = self._held, []
+        for i, event in enumerate(held):
+            try:
+                ev.record_event(self.catalogue, event)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                with self._lock:
+                    self._held[:0] = held[i:]
+                break
+        with self._lock:
+            return len(self._held)
+
+    def _raise(self, event: ev.Event) -> None:
+        if not raise_event(event, self.catalogue, self.alerts):
+            with self._lock:
+                self._held.append(event)
 
     def run(self, now: float | None = None) -> list[ev.Event]:
         now = time.time() if now is None else now
+        if self._held:
+            self.store_held()
         raised = []
         last = last_catalogued_at(self.catalogue)
         # A fresh install has no image yet: the silence counts from the service's start.
@@ -89,11 +135,12 @@ class HealthChecks:
         except OSError:
             usage = None
         if usage is not None:
-            low = detectors.disk_low(usage.free, usage.total, self.config)
-            if low and not self._disk_low:
-                raised.append(ev.disk_low(str(self.state_dir), usage.free, usage.total))
-            self._disk_low = low
+            low = detectors.disk_low(usage.free, usage.total, self.config) or usage.free < ROOM_BYTES
+            with self._lock:
+                if low and not self._disk_low:
+                    raised.append(ev.disk_low(str(self.state_dir), usage.free, usage.total))
+                self._disk_low = low
         for event in raised:
             log.warning("%s", ev.alert_for(event).text)
-            raise_event(event, self.catalogue, self.alerts)
+            self._raise(event)
         return raised

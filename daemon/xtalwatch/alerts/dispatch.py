@@ -1,4 +1,4 @@
-"""Alert delivery: the dispatcher that never blocks ingest, and ``raise_event`` (store, then alert).
+"""Alert delivery: the dispatcher that never blocks ingest, and ``raise_event`` (alert, then store).
 
 ``AlertDispatcher.publish`` only checks the dedupe window and each sink's token bucket and puts
 the alert on that sink's bounded queue; one worker thread per sink does the sending, retrying a
@@ -22,6 +22,7 @@ from xtalwatch.config import AlertsConfig, LogSinkConfig
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.plugins import PluginError, PluginRegistry
 from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.maintenance import is_disk_full
 
 __all__ = ["AlertDispatcher", "TokenBucket", "raise_event"]
 
@@ -168,18 +169,24 @@ class AlertDispatcher:
         self.metrics.alerts_failed.labels(sink=w.label).inc()
         log.error("alert sink %s: gave up on %s alert %r", w.label, alert.kind, alert.title)
 
-    def close(self, timeout: float = 10.0) -> bool:
-        """Stop taking alerts, let the queues drain for up to ``timeout`` s; True when all drained."""
+    def close(self, timeout: float = 10.0, abandon: threading.Event | None = None) -> bool:
+        """Stop taking alerts, let the queues drain for up to ``timeout`` s, or until ``abandon`` is set
+        (a second signal); True when all drained."""
         self._closed = True
         deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return 0.0 if abandon is not None and abandon.is_set() else max(0.0, deadline - time.monotonic())
+
         for w in self._workers:
             try:
-                w.queue.put(_CLOSE, timeout=max(0.0, deadline - time.monotonic()))
+                w.queue.put(_CLOSE, timeout=left())
             except queue.Full:
                 pass
         for w in self._workers:
             assert w.thread is not None
-            w.thread.join(max(0.0, deadline - time.monotonic()))
+            while w.thread.is_alive() and left():
+                w.thread.join(min(left(), 0.1))
         self._abort.set()  # whatever is still retrying stops at its next wait
         stuck = [w.label for w in self._workers if w.thread is not None and w.thread.is_alive()]
         if stuck:
@@ -188,8 +195,20 @@ class AlertDispatcher:
         return not stuck
 
 
-def raise_event(event: ev.Event, catalogue: Catalogue, alerts: AlertDispatcher | None) -> None:
-    """Store an event and hand its alert to the sinks (which never block the caller)."""
-    ev.record_event(catalogue, event)
+def raise_event(event: ev.Event, catalogue: Catalogue, alerts: AlertDispatcher | None) -> bool:
+    """Hand an event's alert to the sinks (which never block the caller), then store the event.
+
+    The alert goes first so that a full state disk, the very thing a ``disk_low`` event may be
+    about, cannot silence it. Returns False when the event could not be stored because the disk
+    is full (the caller may store it later); any other store error is raised.
+    """
     if alerts is not None:
         alerts.publish(ev.alert_for(event))
+    try:
+        ev.record_event(catalogue, event)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        log.debug("event %s not stored yet: the state disk is full", event.kind)
+        return False
+    return True

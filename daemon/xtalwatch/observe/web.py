@@ -3,12 +3,17 @@
 One ASGI app (Starlette) served by uvicorn in a background thread, with prometheus-client's
 ASGI app answering ``/metrics``, so that everything HTTP the service offers lives here. It binds
 to loopback by default (``metrics.host``): the numbers are not secret, but nothing else on the
-network needs to reach the service.
+network needs to reach the service. Bound elsewhere, ``/metrics`` and ``/healthz`` stay open (a
+scraper and a load balancer need them), while ``/api/status``, which shows the state folder's
+paths, needs a loopback client or the ``metrics.api_token`` bearer token, as any future write
+endpoint will.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -24,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xtalwatch.observe.metrics import Metrics
 
-__all__ = ["build_app", "WebServer"]
+__all__ = ["allowed", "build_app", "is_loopback", "WebServer"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +49,37 @@ class _RawASGI:
         await self._app(scope, receive, send)
 
 
-def build_app(metrics: Metrics, status: Callable[[], dict[str, Any]] | None = None) -> Starlette:
+def is_loopback(host: str | None) -> bool:
+    """True for a client address on this machine (127.0.0.0/8, ::1, or IPv4 mapped into IPv6)."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
+
+
+def allowed(request: Request, api_token: str | None) -> bool:
+    """The rule for endpoints that show more than numbers: a loopback client, or the bearer token."""
+    if is_loopback(request.client.host if request.client else None):
+        return True
+    if not api_token:
+        return False
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), api_token.encode())
+
+
+def build_app(metrics: Metrics, status: Callable[[], dict[str, Any]] | None = None,
+              health: Callable[[], list[str]] | None = None, api_token: str | None = None) -> Starlette:
     """The ASGI app: ``/metrics`` (Prometheus text), ``/healthz`` and ``/api/status`` (JSON).
 
-    ``status`` is called per request for ``/api/status``; it runs on the web thread, so it must
-    only read state that is safe to read from another thread.
+    ``status`` is called per request for ``/api/status``, and ``health`` (the reasons the service
+    is not working; empty when it is) for ``/healthz``; both run on the web thread, so they must
+    only read state that is safe to read from another thread. ``/api/status`` shows absolute
+    paths, so it answers loopback clients, or others that send ``Authorization: Bearer
+    <api_token>``; ``/metrics`` and ``/healthz`` answer anyone.
     """
     exporter = _RawASGI(make_asgi_app(registry=metrics.registry))
 
@@ -56,9 +87,15 @@ def build_app(metrics: Metrics, status: Callable[[], dict[str, Any]] | None = No
         return PlainTextResponse("xtalwatch: see /metrics, /healthz and /api/status\n")
 
     async def healthz(request: Request) -> JSONResponse:
+        reasons = health() if health is not None else []
+        if reasons:
+            return JSONResponse({"ok": False, "reasons": reasons}, status_code=503)
         return JSONResponse({"ok": True})
 
     async def api_status(request: Request) -> JSONResponse:
+        if not allowed(request, api_token):
+            return JSONResponse({"error": "/api/status answers loopback clients, or a bearer token "
+                                          "(metrics.api_token)"}, status_code=403)
         return JSONResponse(status() if status is not None else {})
 
     return Starlette(routes=[
