@@ -15,8 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "daemon" / "xtalwatch"
 
 # Lowest first. A module may import from its own layer or any layer below it, never above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("xtalwatch.config", "xtalwatch.logs", "xtalwatch.plugins", "xtalwatch.plate",
-                    "xtalwatch.files", "xtalwatch.figures", "xtalwatch.observe.metrics", "xtalwatch.preprocess")),
+    ("foundation", ("xtalwatch.config", "xtalwatch.logs", "xtalwatch.plugins", "xtalwatch.plate", "xtalwatch.redact",
+                    "xtalwatch.files", "xtalwatch.figures", "xtalwatch.observe.metrics", "xtalwatch.preprocess",
+                    "xtalwatch.lifetime")),
     ("store", ("xtalwatch.store",)),
     ("models and events", ("xtalwatch.learn.simclr", "xtalwatch.learn.heads", "xtalwatch.learn.features",
                            "xtalwatch.learn.bundle", "xtalwatch.learn.gate", "xtalwatch.learn.registry",

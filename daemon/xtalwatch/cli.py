@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from xtalwatch import __version__, commands
 from xtalwatch.config import ConfigError
+from xtalwatch.store.errors import StateError
 
 __all__ = ["build_parser", "main"]
 
@@ -42,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"xtalwatch: configuration error:\n{exc}", file=sys.stderr)
         return 2
+    except StateError as exc:  # a damaged catalogue, a busy state folder: what is wrong and what to do
+        print(f"xtalwatch: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -8,7 +8,9 @@ that names the file and the key path instead of a setting silently ignored.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 __all__ = [
     "ConfigError",
@@ -39,9 +41,10 @@ IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, values are re-checked on assignment."""
+    """A config section: unknown keys are errors, values are re-checked on assignment, and no
+    float may be inf or nan (an interval of ``inf`` would pass ``> 0`` and then never fire)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class WatchConfig(Section):
@@ -67,7 +70,11 @@ class WatchConfig(Section):
     @field_validator("dir")
     @classmethod
     def _dir_must_exist(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
+        try:
+            is_dir = value is None or value.is_dir()
+        except OSError as exc:  # a name too long, a permission problem above it
+            raise ValueError(f"cannot look at {value}: {exc.strerror or exc}") from None
+        if not is_dir:
             raise ValueError(f"folder does not exist: {value}")
         return value
 
@@ -81,8 +88,15 @@ class StateConfig(Section):
     dir: Path = Field(Path("/var/lib/xtalwatch"), description="Holds the catalogue and derived files, nothing else.")
 
 
+class CatalogueConfig(Section):
+    backup_interval_hours: float = Field(
+        24.0, ge=0, description="Online backup of the catalogue into <state>/backups/ this often; 0 disables."
+    )
+    backup_keep: int = Field(7, ge=1, description="Scheduled backups kept; the oldest beyond this are deleted.")
+
+
 class IngestConfig(Section):
-    workers: int = Field(0, ge=0, description="Preprocessing worker processes; 0 means one per core.")
+    workers: int = Field(0, ge=0, le=1024, description="Preprocessing worker processes; 0 means one per core.")
     max_pixels: int = Field(
         120_000_000, gt=0, description="Frames declaring more pixels than this are refused before decoding."
     )
@@ -148,6 +162,10 @@ class MetricsConfig(Section):
     host: str = Field("127.0.0.1", description="Bind address of the HTTP server; loopback by default.")
     port: int = Field(9108, ge=0, le=65535, description="Port for /metrics (0 picks a free one).")
     enabled: bool = Field(True, description="Serve /metrics, /healthz and /api/status over HTTP.")
+    api_token: str | None = Field(
+        None, description="Bearer token that lets a non-loopback client read /api/status (which shows paths); "
+        "set it with XTALWATCH_METRICS__API_TOKEN, not in this file. null: loopback clients only."
+    )
 
 
 class LoggingConfig(Section):
@@ -446,6 +464,7 @@ class Settings(BaseSettings):
 
     watch: WatchConfig = Field(default_factory=WatchConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    catalogue: CatalogueConfig = Field(default_factory=CatalogueConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
@@ -472,8 +491,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _state_is_not_watched(self) -> Settings:
         if self.watch.dir is not None:
-            watched = self.watch.dir.resolve()
-            state = self.state.dir.resolve()
+            try:
+                watched, state = self.watch.dir.resolve(), self.state.dir.resolve()
+            except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+                raise ValueError(f"cannot resolve state.dir or watch.dir: {exc}") from None
             if state == watched or watched in state.parents:
                 raise ValueError("state.dir must not be inside watch.dir: the imager's folder is never written to")
         return self
@@ -491,6 +512,8 @@ def _format_errors(source: str, exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         msg = msg.removeprefix("Value error, ")
+        if err["type"] == "finite_number":
+            msg = "must be a finite number (not inf or nan)"
         # pydantic says "Input should be greater than 0"; a person reading a config wants "must be > 0".
         for long, short in (("Input should be greater than or equal to", "must be >="),
                             ("Input should be greater than", "must be >"),
@@ -498,26 +521,61 @@ def _format_errors(source: str, exc: ValidationError) -> str:
                             ("Input should be less than", "must be <"),
                             ("Input should be", "must be")):
             msg = msg.replace(long, short)
-        lines.append(f"{source}: {loc}: {msg}")
+        lines.append(_one_line(f"{source}: {loc}: {msg}"))
     return "\n".join(lines)
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line: a key or value from the file may itself hold line breaks."""
+    return " ".join(text.split("\n")).replace("\r", " ")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                seen = key in first
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first[key]})", key_node.start_mark)
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a config file into a dict, with a clear error for unreadable or malformed YAML."""
+    """Read a config file into a dict, with a one-line error for an unreadable, binary, empty or
+    malformed file, or a key given twice."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        raise ConfigError(_one_line(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', None) or exc}")) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-13-45
+        raise ConfigError(_one_line(f"{path}: not valid YAML: {exc}")) from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: is empty: write at least watch.dir, or pass --watch")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(_one_line(f"{path}: {odd[0]!r}: unknown key (section names are words like watch, state)"))
     return data
 
 
@@ -527,6 +585,20 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     for key in parents:
         node = node.setdefault(key, {})
     node[leaf] = value
+
+
+def _bad_json_variable(message: str) -> str:
+    """The XTALWATCH_* variable whose JSON pydantic-settings could not parse (it names only the section)."""
+    match = re.search(r'field "(\w+)"', message)
+    prefix = f"XTALWATCH_{match.group(1)}".upper() if match else "XTALWATCH_"
+    for name, value in sorted(os.environ.items()):
+        if name.upper().startswith(prefix):
+            try:
+                json.loads(value)
+            except (ValueError, RecursionError):
+                if value.lstrip()[:1] in ("{", "["):
+                    return name
+    return prefix if match else "XTALWATCH_*"
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -546,6 +618,11 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
         return Settings(**cli)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
+    except SettingsError as exc:  # a section or list given as JSON in one XTALWATCH_* variable
+        raise ConfigError(f"environment: {_bad_json_variable(str(exc))}: not valid JSON "
+                          "(a section or list given in one variable must be JSON)") from None
+    except RecursionError:  # JSON nested thousands deep in an environment variable
+        raise ConfigError("environment: XTALWATCH_*: nested too deeply") from None
     finally:
         _YAML_DATA.reset(token)
 

@@ -8,7 +8,13 @@ ingest, supervise the observer, rescan on schedule, pick up a new model, and eve
 the periodic checks. Every sleep is a wait on the stop event, so SIGTERM ends the loop at once;
 ``shutdown()`` then stops the stages in order, and files still in the ingest queue are
 finished within ``service.shutdown_timeout_seconds`` (anything left is picked up again by the
-next start-up scan, so nothing is lost either way). A second signal exits at once.
+next start-up scan, so nothing is lost either way). A second signal forces the exit as uvicorn
+does: the shutdown stops waiting for work in flight, still closes the catalogue, and ``run()``
+returns 1; the signal handlers are restored once the loop has ended.
+
+A full state disk (``SQLITE_FULL``, ``ENOSPC``) pauses ingest with one warning and one alert;
+the loop checks every second for room, checkpoints the WAL, and resumes by itself, rescanning
+for the files that waited. ``health_problems()`` says what ``/healthz`` reports.
 
 The stages own their queues and the scheduler its policies; data flows from stage to stage
 without coming back through here.
@@ -35,7 +41,11 @@ from xtalwatch.stages.classify import ClassifyStage
 from xtalwatch.stages.ingest import IngestQueue, changed_ns
 from xtalwatch.stages.pipeline import Pipeline, build_pipeline
 from xtalwatch.stages.watch import FolderWatcher, SettleTracker, scan_folder
+from xtalwatch.store.backup import BackupSchedule
 from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.lock import StateLock, hold_state_lock
+from xtalwatch.store.maintenance import checkpoint, has_room, is_disk_full
+from xtalwatch.store.paths import shown
 
 __all__ = ["Service"]
 
@@ -44,6 +54,9 @@ log = logging.getLogger(__name__)
 PERIODIC_CHECK_SECONDS = 30.0  # stalled imager, disk, training events, first training: none needs more often
 TICK_SECONDS = 0.1  # the loop's wait: how soon a settled file is handed to ingest
 STARTUP_SCAN_TIMEOUT_SECONDS = 3600.0  # a very large backlog is still taken before ready, up to this long
+LOOP_STUCK_SECONDS = 60.0  # a tick (periodic checks included) takes well under this; longer and /healthz says stuck
+DISK_RETRY_SECONDS = 1.0  # while ingest waits on a full disk, how often to look for room again
+CHECKPOINT_SECONDS = 300.0  # WAL checkpoint(TRUNCATE) this often, so the log's space comes back on a small disk
 
 
 class Service:
@@ -64,9 +77,18 @@ class Service:
         self.training: TrainingMetrics | None = None
         self.health: HealthChecks | None = None
         self.web: WebServer | None = None
+        self.state_lock: StateLock | None = None  # held while running: `catalogue restore` waits for it
+        self.backups: BackupSchedule | None = None
         self.keepalive = sdnotify.KeepAlive()
         self._next_checks = 0.0
         self._signals = 0
+        self.force_exit = threading.Event()  # a second signal: stop waiting for work in flight
+        self._last_tick = time.monotonic()
+        self._disk_lock = threading.Lock()
+        self._disk_full = False  # ingest paused until the state disk has room
+        self._disk_warned = False  # one warning per full-disk episode
+        self._next_space_check = 0.0
+        self._next_checkpoint = 0.0
 
     @property
     def catalogue(self) -> Catalogue | None:
@@ -79,6 +101,8 @@ class Service:
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> None:
         settings = self.settings
+        self.state_lock = hold_state_lock(settings.state.dir)
+        self.backups = BackupSchedule(settings.state.dir, settings.catalogue)
         self.pipeline = pipeline = build_pipeline(settings, self.metrics)
         assert pipeline.classify is not None and pipeline.preprocess is not None
         pipeline.ingestor.restore_gauges()
@@ -91,10 +115,11 @@ class Service:
         self.scheduler = RetrainScheduler(settings)
         self.scheduler.start()
         if settings.metrics.enabled:
-            self.web = WebServer(build_app(self.metrics, self.status_summary), settings.metrics.host,
-                                 settings.metrics.port)
+            self.web = WebServer(build_app(self.metrics, self.status_summary, self.health_problems,
+                                           settings.metrics.api_token), settings.metrics.host, settings.metrics.port)
             self.web.start()
-        self.ingest = IngestQueue(pipeline.ingestor, settings.ingest.queue_size, self.metrics)
+        self.ingest = IngestQueue(pipeline.ingestor, settings.ingest.queue_size, self.metrics,
+                                  on_disk_full=self._on_disk_full)
         self.ingest.start()
         self.watcher = FolderWatcher(settings.watch, self.tracker, self._observer_restarted)
         # Start the observer before the scan so that nothing written during the scan is missed;
@@ -102,15 +127,17 @@ class Service:
         self.watcher.start()
         self.rescan()
         self._take_startup_scan()
+        self._last_tick = time.monotonic()
         self.ready.set()
         log.info("ready: start-up scan done, %d files pending", len(self.tracker))
         sdnotify.ready(f"watching {settings.watch.dir}")
 
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT or ``request_stop()``; returns the exit status."""
+        """Run until SIGTERM/SIGINT or ``request_stop()``; returns the exit status (1 after a forced exit)."""
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
         try:
             self.start()
             next_rescan = time.monotonic() + (self.settings.watch.rescan_interval_seconds or float("inf"))
@@ -121,8 +148,12 @@ class Service:
                     next_rescan = time.monotonic() + self.settings.watch.rescan_interval_seconds
                 self.stop_event.wait(TICK_SECONDS)
         finally:
-            self.shutdown()
-        return 0
+            try:
+                self.shutdown()
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+        return 1 if self.force_exit.is_set() else 0
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -130,8 +161,12 @@ class Service:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            log.error("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(1)
+            # As uvicorn: no os._exit, which would skip closing the catalogue; the shutdown stops waiting instead.
+            log.warning("second %s: forcing the exit; work in flight is abandoned (taken again at the next start)",
+                        signal.Signals(signum).name)
+            self.force_exit.set()
+            self.stop_event.set()
+            return
         log.info("%s: stopping (send again to force)", signal.Signals(signum).name)
         sdnotify.stopping()
         self.stop_event.set()
@@ -141,21 +176,26 @@ class Service:
         if self.watcher is not None:
             self.watcher.stop()
         deadline = time.monotonic() + self.settings.service.shutdown_timeout_seconds
-        busy = self.ingest.stop(deadline) if self.ingest is not None else 0
+        busy = self.ingest.stop(deadline, abandon=self.force_exit) if self.ingest is not None else 0
         pipeline = self.pipeline
         if pipeline is not None and pipeline.preprocess is not None:
             pipeline.preprocess.shutdown()
         if pipeline is not None and pipeline.classify is not None:
             pipeline.classify.stop()
         if self.scheduler is not None:
-            self.scheduler.shutdown(timeout=max(1.0, deadline - time.monotonic()))
+            self.scheduler.shutdown(timeout=0.1 if self.force_exit.is_set() else max(1.0, deadline - time.monotonic()))
         if pipeline is not None and pipeline.alerts is not None:
-            pipeline.alerts.close(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            pipeline.alerts.close(timeout=max(1.0, min(10.0, deadline - time.monotonic())), abandon=self.force_exit)
         if self.web is not None:
             self.web.stop()
-        if pipeline is not None and not busy:  # a busy ingest worker may still write
+        # A busy ingest worker may still write: leave the catalogue to it (SQLite's WAL keeps it whole
+        # at exit), unless the exit is forced, where close() waits for the write in progress.
+        if pipeline is not None and (not busy or self.force_exit.is_set()):
             pipeline.catalogue.close()
-        log.info("stopped")
+        if self.state_lock is not None:
+            self.state_lock.release()
+        if pipeline is not None:  # a start refused on its first step has nothing to report stopped
+            log.info("stopped")
 
     # -- the loop's work -------------------------------------------------------------
     def tick(self) -> None:
@@ -169,7 +209,12 @@ class Service:
         if time.monotonic() >= self._next_checks:
             self._next_checks = time.monotonic() + PERIODIC_CHECK_SECONDS
             self._periodic_checks()
+        if self._disk_full:
+            self._resume_when_room()
         self.metrics.queue_depth.labels(stage="settle").set(len(self.tracker))
+        # The watchdog ping comes only from this loop (and the start-up scan before it): a stuck
+        # loop stops the pings, and systemd restarts the service.
+        self._last_tick = time.monotonic()
         self.keepalive.tick()
 
     def rescan(self) -> None:
@@ -189,7 +234,7 @@ class Service:
             noted += 1
         self.metrics.rescans.inc()
         if noted:
-            log.info("scan of %s found %d files to take", self.settings.watch.dir, noted)
+            log.info("scan of %s found %d files to take", shown(str(self.settings.watch.dir)), noted)
 
     def _hand_over_settled(self) -> None:
         assert self.ingest is not None
@@ -200,6 +245,13 @@ class Service:
         """Disk, imager stalled, training runs recorded by any process, and the first training when due."""
         assert self.health is not None and self.training is not None and self.scheduler is not None
         self.metrics.observe_disk(self.settings.state.dir)
+        if not has_room(self.settings.state.dir):
+            self._on_disk_full("free space check", OSError(28, "no space left on the state disk"))
+        elif not self._disk_full:
+            self._disk_warned = False  # the episode is over: a new one warns again
+            self._checkpoint_now_and_then()
+            if self.backups is not None:
+                self.backups.maybe_run()
         try:
             self.health.run()
         except Exception:
@@ -222,7 +274,107 @@ class Service:
                 return
             self.stop_event.wait(0.05)
 
+    # -- a full state disk ------------------------------------------------------------
+    def _on_disk_full(self, where: str, exc: BaseException) -> None:
+        """Pause ingest, warn once, alert first (any thread: an ingest worker, or the loop)."""
+        with self._disk_lock:
+            if self._disk_full:
+                return
+            self._disk_full, warn, self._disk_warned = True, not self._disk_warned, True
+        if self.ingest is not None:
+            self.ingest.pause()
+        self.metrics.ingest_paused.set(1)
+        self._next_space_check = time.monotonic() + DISK_RETRY_SECONDS
+        log.log(logging.WARNING if warn else logging.DEBUG,
+                "state disk full at %s (%s: %s): ingest paused; new files wait in %s, untouched, and are taken "
+                "when space returns", self.settings.state.dir, where, " ".join(str(exc).split()),
+                self.settings.watch.dir)
+        if self.health is not None:
+            try:
+                self.health.disk_full(f"{where}: {exc}")
+            except Exception as error:  # the alert is already queued; only storing the event failed
+                log.warning("disk-full event not stored: %s: %s", type(error).__name__, error)
+
+    def _resume_when_room(self) -> None:
+        """Once a second while paused: room again, and the WAL checkpointed? Then resume and retake what waited."""
+        now = time.monotonic()
+        if now < self._next_space_check:
+            return
+        self._next_space_check = now + DISK_RETRY_SECONDS
+        catalogue = self.catalogue
+        if catalogue is None or not has_room(self.settings.state.dir):
+            return
+        try:
+            checkpoint(catalogue)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                log.warning("WAL checkpoint failed: %s: %s", type(exc).__name__, exc)
+            return
+        with self._disk_lock:
+            self._disk_full = False
+        if self.ingest is not None:
+            self.ingest.resume()
+        self.metrics.ingest_paused.set(0)
+        log.info("state disk at %s has room again: ingest resumed", self.settings.state.dir)
+        pipeline = self.pipeline
+        try:
+            if self.health is not None:
+                self.health.store_held()
+            self.rescan()  # the files let go while paused
+            if pipeline is not None and pipeline.preprocess is not None:
+                pipeline.preprocess.resume()  # catalogued images whose preprocessing did not get stored
+            if pipeline is not None and pipeline.classify is not None:
+                pipeline.classify.backfill()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._on_disk_full("resume", exc)
+
+    def _checkpoint_now_and_then(self) -> None:
+        now = time.monotonic()
+        catalogue = self.catalogue
+        if catalogue is None or now < self._next_checkpoint:
+            return
+        self._next_checkpoint = now + CHECKPOINT_SECONDS
+        try:
+            busy, _, _ = checkpoint(catalogue)
+        except Exception as exc:
+            if is_disk_full(exc):
+                self._on_disk_full("WAL checkpoint", exc)
+            else:
+                log.warning("WAL checkpoint failed: %s: %s", type(exc).__name__, exc)
+            return
+        if busy:
+            log.debug("WAL checkpoint held back by a reader; trying again in %.0f s", CHECKPOINT_SECONDS)
+
+    # -- health -----------------------------------------------------------------------
+    def health_problems(self) -> list[str]:
+        """Why the service is not working now (empty: it is); read by ``/healthz`` on the web thread."""
+        problems: list[str] = []
+        if not self.ready.is_set():
+            problems.append("starting: the start-up scan is not finished")
+        else:
+            age = time.monotonic() - self._last_tick
+            if age > LOOP_STUCK_SECONDS:
+                problems.append(f"loop: the main loop last ticked {age:.0f} s ago (stuck)")
+            watcher = self.watcher
+            if watcher is not None and not watcher.healthy():
+                problems.append(f"observer: not watching {self.settings.watch.dir} (the observer stopped or the "
+                                "folder is gone)")
+        if self.ingest is not None:
+            alive, started = self.ingest.alive()
+            if alive < started:
+                problems.append(f"ingest: {started - alive} of {started} ingest workers have died")
+        if self._disk_full:
+            problems.append(f"disk: the state disk at {self.settings.state.dir} is full; ingest is paused until "
+                            "space returns")
+        catalogue = self.catalogue
+        if catalogue is not None and not os.access(catalogue.path, os.W_OK):
+            problems.append(f"catalogue: {catalogue.path} is not writable")
+        return problems
+
     def _observer_restarted(self, reason: str) -> None:
+        """The watcher calls this once per outage, when its observer is back (not per failed retry)."""
         self.metrics.observer_restarts.inc()
 
     def idle(self) -> bool:

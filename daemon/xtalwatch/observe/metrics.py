@@ -86,6 +86,9 @@ class Metrics:
                                          "Times the folder observer died and was restarted.", registry=r)
         self.rescans = Counter("xtalwatch_rescans_total", "Full reconciliation scans of the watch folder.", registry=r)
         self.queue_depth = Gauge("xtalwatch_queue_depth", "Items waiting in each pipeline stage.", ["stage"], registry=r)
+        self.preprocess_pool_restarts = Counter("xtalwatch_preprocess_pool_restarts_total",
+                                                "Times a preprocessing worker process died and the pool was rebuilt.",
+                                                registry=r)
         # -- preprocess and classify ------------------------------------------------------
         self.preprocess_seconds = Histogram("xtalwatch_preprocess_duration_seconds",
                                             "Time to decode, locate, crop and normalise one image.",
@@ -123,6 +126,8 @@ class Metrics:
                                            "Free bytes on the file system of the state folder.", registry=r)
         self.state_disk_size_bytes = Gauge("xtalwatch_state_disk_size_bytes",
                                            "Total bytes of the file system of the state folder.", registry=r)
+        self.ingest_paused = Gauge("xtalwatch_ingest_paused", "1 while ingest waits for space on a full state disk.",
+                                   registry=r)
         self.build_info = Info("xtalwatch_build", "Versions of the xtalwatch service and what it runs on.", registry=r)
 
         for stage in QUEUE_STAGES:

@@ -19,6 +19,7 @@ import queue
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +28,10 @@ from xtalwatch.config import Settings
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.preprocess.probe import Rejection, probe_bytes
 from xtalwatch.stages.adapters import AdapterChain, relative_path
+from xtalwatch.stages.watch import inside
 from xtalwatch.store.catalogue import Catalogue, last_catalogued_at
+from xtalwatch.store.maintenance import is_disk_full
+from xtalwatch.store.paths import shown
 
 __all__ = ["Ingestor", "IngestQueue", "IngestResult", "NewImages", "changed_ns", "read_candidate", "stat_candidate"]
 
@@ -68,7 +72,7 @@ def stat_candidate(path: Path, max_bytes: int) -> os.stat_result:
         if exc.errno == errno.ELOOP:
             raise Rejection("symlink_loop", "the path is a symbolic link that loops back on itself") from None
         if exc.errno == errno.ENOENT and os.path.islink(path):
-            raise Rejection("broken_symlink", f"the symbolic link points to {os.readlink(path)!r}, which does not exist") from None
+            raise Rejection("broken_symlink", f"the symbolic link points to {shown(os.readlink(path))}, which does not exist") from None
         raise
     if not stat.S_ISREG(st.st_mode):
         raise Rejection("not_a_file", "not a regular file")
@@ -112,21 +116,41 @@ class Ingestor:
         mtime = changed_ns(st) if st is not None else None
         if self.catalogue.record_rejection(path, exc.reason, exc.detail, size, mtime):
             self.metrics.images_rejected.labels(reason=exc.reason).inc()
-            log.warning("rejected %s: %s: %s", path, exc.reason, exc.detail)
+            log.warning("rejected %s: %s: %s", shown(path), exc.reason, shown(exc.detail))
         return IngestResult(path, "rejected", reason=exc.reason, detail=exc.detail)
+
+    def _outside(self, key: str) -> Rejection | None:
+        """A rejection when ``key`` resolves (through any link, of the file or of a folder above it)
+        outside the watched tree: such a file is never opened, whatever it is."""
+        if self.root is None:
+            return None
+        root, target = os.path.realpath(self.root), os.path.realpath(key)
+        if inside(target, root):
+            return None
+        return Rejection("outside_watch_dir", f"a symbolic link that resolves to {shown(target)}, outside the watched "
+                                              f"folder {shown(root)}; it is not read")
 
     def ingest(self, path: Path, completed_at: float | None = None) -> IngestResult:
         """Catalogue one file that is complete; never raises for a bad file."""
         key = os.path.abspath(path)
         extension = path.suffix.lower().lstrip(".")
         st: os.stat_result | None = None
+        outside = self._outside(key)
+        if outside is not None:
+            try:  # its metadata only, so that the rejection settles like any other
+                st = os.stat(key)
+            except OSError:
+                st = None
+            if st is not None and self.catalogue.is_settled(key, st.st_size, changed_ns(st)):
+                return IngestResult(key, "unchanged")
+            return self._reject(key, outside, st)
         try:
             st = stat_candidate(path, self.settings.ingest.max_file_bytes)
             if self.catalogue.is_settled(key, st.st_size, changed_ns(st)):
                 return IngestResult(key, "unchanged")
             if extension not in self.settings.watch.extensions:
                 raise Rejection("unsupported_extension",
-                                f"extension {path.suffix or '(none)'!r} is not one of watch.extensions "
+                                f"extension '{shown(path.suffix) or '(none)'}' is not one of watch.extensions "
                                 f"({', '.join(self.settings.watch.extensions)})")
             data = read_candidate(path, st)
             sha256 = hashlib.sha256(data).hexdigest()
@@ -134,7 +158,7 @@ class Ingestor:
         except Rejection as exc:
             return self._reject(key, exc, st)
         except FileNotFoundError:
-            log.debug("vanished before it could be read: %s", key)
+            log.debug("vanished before it could be read: %s", shown(key))
             return IngestResult(key, "vanished")
         except OSError as exc:
             return self._reject(key, Rejection("unreadable", f"{exc.strerror or exc} (errno {exc.errno})"), st)
@@ -145,13 +169,15 @@ class Ingestor:
         if stored.outcome in ("new", "version"):
             self.metrics.images_ingested.inc()
             self.metrics.last_image_timestamp.set(time.time())
-            log.info("catalogued %s as image %d (%s, plate %s well %s drop %s inspection %s)", key, stored.image_id,
-                     stored.outcome, identity.plate, identity.well, identity.drop, identity.inspection)
+            log.info("catalogued %s as image %d (%s, plate %s well %s drop %s inspection %s)", shown(key),
+                     stored.image_id, stored.outcome, identity.plate, identity.well, identity.drop,
+                     identity.inspection)
             if self.downstream is not None:
                 self.downstream.submit(stored.image_id, key, sha256, completed_at)
         elif stored.outcome == "duplicate":
             self.metrics.images_duplicate.inc()
-            log.info("%s has the same content as image %d; recorded as another path of it", key, stored.image_id)
+            log.info("%s has the same content as image %d; recorded as another path of it", shown(key),
+                     stored.image_id)
         return IngestResult(key, stored.outcome, image_id=stored.image_id)
 
 
@@ -164,19 +190,27 @@ class IngestQueue:
     A path already waiting or being ingested is not queued again (the observer and a rescan may
     both hand it over). ``submit`` blocks while ``ingest.queue_size`` files wait: back-pressure
     on the service loop, never a dropped file.
+
+    A full state disk (``SQLITE_FULL`` or ``ENOSPC``) pauses the queue and calls ``on_disk_full``
+    once: while paused, files handed over are let go untouched (they stay in the imager's folder,
+    uncatalogued, and the rescan after ``resume()`` takes them), so nothing is lost or taken twice.
     """
 
-    def __init__(self, ingestor: Ingestor, size: int, metrics: Metrics, workers: int | None = None):
-        """``size``: files that may wait (``ingest.queue_size``); ``workers``: threads (default: cores, at most 4)."""
+    def __init__(self, ingestor: Ingestor, size: int, metrics: Metrics, workers: int | None = None,
+                 on_disk_full: Callable[[str, BaseException], None] | None = None):
+        """``size``: files that may wait (``ingest.queue_size``); ``workers``: threads (default: cores, at most 4);
+        ``on_disk_full(path, error)``: called (on a worker thread) when the queue pauses for a full disk."""
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
         self.ingestor = ingestor
         self.metrics = metrics
         self.workers = workers or max(1, min(MAX_INGEST_THREADS, os.cpu_count() or 1))
+        self.on_disk_full = on_disk_full
         self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._paused = threading.Event()
 
     def __len__(self) -> int:
         """Files waiting (not counting those being ingested)."""
@@ -190,6 +224,8 @@ class IngestQueue:
 
     def submit(self, path: str) -> None:
         """Queue a complete file; the time now is when it was complete (for the result latency)."""
+        if self._paused.is_set():
+            return  # left in the folder: the rescan after resume() takes it
         with self._lock:
             if path in self._in_flight:
                 return
@@ -202,17 +238,47 @@ class IngestQueue:
         with self._lock:
             return not self._in_flight
 
-    def stop(self, deadline: float) -> int:
-        """Let the workers finish what is queued until ``deadline`` (``time.monotonic()``); returns how
-        many are still busy then. Files left behind are not lost: the next start-up scan takes them."""
+    @property
+    def paused(self) -> bool:
+        """True while a full disk holds ingest back."""
+        return self._paused.is_set()
+
+    def pause(self) -> None:
+        """Let files go untouched until ``resume()`` (the state disk is full)."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        """Take files again; the caller rescans the folder for those let go while paused."""
+        self._paused.clear()
+
+    def alive(self) -> tuple[int, int]:
+        """(worker threads alive, worker threads started)."""
+        return sum(1 for t in self._threads if t.is_alive()), len(self._threads)
+
+    def stop(self, deadline: float, abandon: threading.Event | None = None) -> int:
+        """Let the workers finish what is queued until ``deadline`` (``time.monotonic()``), or until
+        ``abandon`` is set (a second signal); returns how many are still busy then. Files left
+        behind are not lost: the next start-up scan takes them."""
         stopping = list(self._threads)
+
+        def left() -> float:
+            return 0.0 if abandon is not None and abandon.is_set() else max(0.0, deadline - time.monotonic())
+
+        def put_stop() -> bool:
+            while True:
+                try:
+                    self._queue.put(_STOP, timeout=min(left(), 0.1))
+                    return True
+                except queue.Full:
+                    if not left():
+                        return False
+
         for _ in stopping:
-            try:
-                self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Full:
+            if not put_stop():
                 break
         for thread in stopping:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            while thread.is_alive() and left():
+                thread.join(timeout=min(left(), 0.1))
         busy = sum(1 for t in stopping if t.is_alive())
         if busy:
             log.warning("shutdown timeout: %d ingest workers still busy; their files are taken at the next start", busy)
@@ -227,9 +293,16 @@ class IngestQueue:
             path, completed_at = item  # type: ignore[misc]
             self.metrics.queue_depth.labels(stage="ingest").set(len(self))
             try:
-                self.ingestor.ingest(Path(path), completed_at=completed_at)
-            except Exception:  # a programming error: log it loudly, keep the service up
-                log.exception("ingest of %s failed unexpectedly", path)
+                if not self._paused.is_set():
+                    self.ingestor.ingest(Path(path), completed_at=completed_at)
+            except Exception as exc:
+                if is_disk_full(exc) and self.on_disk_full is not None:
+                    first = not self._paused.is_set()
+                    self._paused.set()  # its transaction rolled back: the file is uncatalogued, taken after resume
+                    if first:
+                        self.on_disk_full(path, exc)
+                else:  # a programming error: log it loudly, keep the service up
+                    log.exception("ingest of %s failed unexpectedly", path)
             finally:
                 with self._lock:
                     self._in_flight.discard(path)

@@ -17,19 +17,22 @@ how the store's modules run their SQL on either; no module outside ``store`` wri
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import Probe
+from xtalwatch.store.errors import CatalogueDamaged, CatalogueTooNew
+from xtalwatch.store.paths import from_db, shown, to_db
 
-__all__ = ["Catalogue", "CATALOGUE_FILE", "SCHEMA_VERSION", "NewImage", "Db", "schema_version", "last_catalogued_at",
+__all__ = ["Catalogue", "CatalogueDamaged", "CATALOGUE_FILE", "catalogue_problems", "SCHEMA_VERSION", "NewImage", "Db", "schema_version", "last_catalogued_at",
            "image_id_by_id", "image_id_by_path", "image_id_by_sha256", "catalogued_images", "usable_images",
            "count_usable_images", "cropped_images"]
 
@@ -163,12 +166,148 @@ class NewImage:
     sha256: str
 
 
+_REMEDY = "restore a backup with `xtalwatch catalogue restore FILE` (see `xtalwatch catalogue check`), " \
+          "or move it away to start empty"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _header_problem(path: Path) -> str | None:
+    """What is wrong with the file itself, judged from its size and its 100-byte header; None when nothing.
+
+    A fresh install has no file at all (a new catalogue is built beside it and renamed into place),
+    so an empty file is damage, never a catalogue to start afresh in.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "0 bytes; a fresh install has no file at all"
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        return f"not an SQLite database ({size} bytes, header {header[:16]!r})"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is trusted only when its change counter matches (the file format's
+    # rule), and a non-empty WAL may still hold pages a checkpoint was writing when it stopped.
+    wal = path.with_name(path.name + "-wal")
+    wal_empty = not wal.exists() or wal.stat().st_size == 0
+    if header[24:28] == header[92:96] and pages and wal_empty and size < pages * page_size:
+        return f"truncated ({size} bytes of {pages * page_size})"
+    return None
+
+
+def catalogue_problems(path: Path, *, full: bool = True) -> list[str]:
+    """Every problem found in the catalogue at ``path``, read-only; [] when it is sound.
+
+    ``full``: ``PRAGMA integrity_check`` (every page and index) instead of ``quick_check``.
+    Also checks that the tables and columns are those of the schema version it claims.
+    """
+    if not path.is_file():
+        return [f"{path}: no catalogue here"]
+    problem = _header_problem(path)
+    if problem is not None:
+        return [f"{path}: {problem}"]
+    try:
+        conn = _connect(path, readonly=True)
+    except sqlite3.DatabaseError as exc:
+        return [f"{path}: cannot be opened: {exc}"]
+    try:
+        rows = conn.execute("PRAGMA integrity_check" if full else "PRAGMA quick_check").fetchall()
+        # A row may hold several lines ("*** in database main ***\nPage 3: ..."): one problem a line.
+        found = [f"{path}: {line}" for r in rows if r[0] != "ok" for line in r[0].splitlines()
+                 if not line.startswith("*** in database")]
+        return found or [f"{path}: {p}" for p in _schema_problems(conn)]
+    except sqlite3.DatabaseError as exc:
+        return [f"{path}: {exc}"]
+    finally:
+        conn.close()
+
+
+def _schema_of(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+    return {name: [c[1] for c in conn.execute(f"PRAGMA table_info('{name}')")] for name in names}
+
+
+def _schema_problems(conn: sqlite3.Connection) -> list[str]:
+    """How the tables differ from those the migrations build up to the version the file claims."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        return [f"schema version {version} is newer than this xtalwatch ({SCHEMA_VERSION})"]
+    reference = sqlite3.connect(":memory:")
+    try:
+        for script in _MIGRATIONS[:version]:
+            reference.executescript(script)
+        expected = _schema_of(reference)
+    finally:
+        reference.close()
+    actual = _schema_of(conn)
+    problems = [f"table {t} is missing" for t in expected if t not in actual]
+    problems += [f"table {t} has columns {actual[t]}, expected {expected[t]}"
+                 for t in expected if t in actual and actual[t] != expected[t]]
+    return problems
+
+
+def _too_new(path: Path, version: int) -> CatalogueTooNew:
+    return CatalogueTooNew(f"{path}: schema version {version} is newer than this xtalwatch ({SCHEMA_VERSION}): "
+                           "upgrade xtalwatch, or restore a backup this version made")
+
+
+# Files found sound in this process, by (inode, size, mtime): a quick check reads every page
+# (about 0.5 s for 200,000 images), too much for each /api/status. In WAL mode the file itself
+# changes only at checkpoints, so the service re-checks now and then, a command once.
+_sound: dict[Path, tuple[int, int, int]] = {}
+
+
+def _refuse_if_damaged(path: Path, *, full: bool) -> None:
+    st = path.stat()
+    if _sound.get(path) == (st.st_ino, st.st_size, st.st_mtime_ns):
+        return
+    problems = catalogue_problems(path, full=full)
+    if len(problems) == 1 and "is newer than this xtalwatch" in problems[0]:
+        raise _too_new(path, int(problems[0].split("schema version ")[1].split()[0]))
+    if problems:
+        raise CatalogueDamaged(f"{path} is not a sound catalogue ({problems[0].removeprefix(f'{path}: ')}"
+                               f"{f'; {len(problems) - 1} more problems' if len(problems) > 1 else ''}): {_REMEDY}")
+    _sound[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _create(path: Path) -> None:
+    """Build an empty, current catalogue at ``path``, all or nothing: a crash leaves no file behind."""
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:  # the lost file's last commits; SQLite would replay them here
+        raise CatalogueDamaged(f"{path} is missing but its {wal.name} is there: restore a backup with "
+                               "`xtalwatch catalogue restore FILE`, or move the catalogue's files away to start empty")
+    tmp = path.with_name(f".{path.name}.new")
+    for leftover in (tmp, tmp.with_name(tmp.name + "-journal"), tmp.with_name(tmp.name + "-wal")):
+        leftover.unlink(missing_ok=True)  # a start that crashed while building it
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        for version, script in enumerate(_MIGRATIONS, start=1):
+            conn.executescript("BEGIN;" + script + f"; PRAGMA user_version={version}; COMMIT;")
+        conn.execute("PRAGMA journal_mode=WAL")  # recorded in the header; closing leaves one file
+    finally:
+        conn.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a crash or kill -9 at any instant keeps every commit (the WAL is
+        # fsynced at checkpoints); only a power cut may lose the last commits, never corrupt.
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.row_factory = sqlite3.Row
@@ -179,18 +318,31 @@ class Catalogue:
     """The state folder's catalogue; the single writer of its database."""
 
     def __init__(self, state_dir: Path):
+        """Open (or, when there is no file at all, create) the catalogue in ``state_dir``.
+
+        Raises ``CatalogueDamaged`` when the file is empty, truncated, garbled or of another
+        schema; the file is then left exactly as it was.
+        """
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / CATALOGUE_FILE
+        if not self.path.exists():
+            _create(self.path)
+        else:
+            _refuse_if_damaged(self.path, full=False)
         self._conn = _connect(self.path)
         self._lock = threading.RLock()
         self._migrate()
 
     @classmethod
     def open_readonly(cls, state_dir: Path) -> sqlite3.Connection:
-        """A read-only connection for reports; it never blocks the writer."""
+        """A read-only connection for reports; it never blocks the writer.
+
+        Raises ``FileNotFoundError`` when there is no catalogue, ``CatalogueDamaged`` when it is not sound.
+        """
         path = state_dir / CATALOGUE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{state_dir}: no catalogue here ({CATALOGUE_FILE} missing)")
+        _refuse_if_damaged(path, full=False)
         return _connect(path, readonly=True)
 
     def close(self) -> None:
@@ -219,7 +371,7 @@ class Catalogue:
         with self._lock:
             current = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if current > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path}: schema version {current} is newer than this xtalwatch ({SCHEMA_VERSION})")
+                raise _too_new(self.path, current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 self._conn.executescript("BEGIN;" + _MIGRATIONS[version - 1] + f"; PRAGMA user_version={version}; COMMIT;")
 
@@ -230,13 +382,16 @@ class Catalogue:
     # -- what ingest needs ------------------------------------------------------------
     def is_settled(self, path: str, size: int, changed_ns: int) -> bool:
         """True when this path at this size and mtime was already catalogued or rejected."""
+        stored = to_db(path)  # a name that is not UTF-8 is kept as its bytes (store/paths.py)
         with self._lock:
-            row = self._conn.execute("SELECT size_bytes, changed_ns FROM files WHERE path=?", (path,)).fetchone()
+            row = self._conn.execute("SELECT size_bytes, changed_ns FROM files WHERE path=?", (stored,)).fetchone()
             if row is None:
-                row = self._conn.execute("SELECT size_bytes, changed_ns FROM rejected WHERE path=?", (path,)).fetchone()
+                row = self._conn.execute("SELECT size_bytes, changed_ns FROM rejected WHERE path=?", (stored,)).fetchone()
         return row is not None and row["size_bytes"] == size and row["changed_ns"] == changed_ns
 
     def _plate_and_well(self, conn: sqlite3.Connection, identity: ImageIdentity, now: float) -> tuple[int, int | None]:
+        # An adapter reads plate and well from the path, which may carry bytes that are not UTF-8.
+        identity = replace(identity, plate=shown(identity.plate), well=None if identity.well is None else shown(identity.well))
         conn.execute("INSERT OR IGNORE INTO plates (barcode, adapter, first_seen) VALUES (?, ?, ?)",
                      (identity.plate, identity.adapter, now))
         plate_id = conn.execute("SELECT id FROM plates WHERE barcode=?", (identity.plate,)).fetchone()[0]
@@ -250,6 +405,7 @@ class Catalogue:
                      identity: ImageIdentity, completed_at: float | None = None) -> NewImage:
         """Store a valid image file exactly once; see the module docstring for the rules."""
         now = time.time()
+        path = to_db(path)  # type: ignore[assignment]  # str, or the bytes of a name that is not UTF-8
         with self.transaction() as conn:
             conn.execute("DELETE FROM rejected WHERE path=?", (path,))
             current = conn.execute("SELECT image_id FROM files WHERE path=?", (path,)).fetchone()
@@ -269,7 +425,7 @@ class Catalogue:
                        catalogued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (sha256, path, version, previous_id, plate_id, well_id, identity.drop, identity.inspection,
                      identity.imaged_at.isoformat() if identity.imaged_at else None, identity.imaging,
-                     identity.adapter, identity.note, probe.format, probe.width, probe.height, size, completed_at, now),
+                     identity.adapter, None if identity.note is None else shown(identity.note), probe.format, probe.width, probe.height, size, completed_at, now),
                 ).lastrowid
                 outcome = "new" if previous_id is None else "version"
             conn.execute(
@@ -283,6 +439,7 @@ class Catalogue:
     def record_rejection(self, path: str, reason: str, detail: str, size: int | None, changed_ns: int | None) -> bool:
         """Store why a file was refused; returns True the first time for this path, size and mtime."""
         now = time.time()
+        path, detail = to_db(path), shown(detail)  # type: ignore[assignment]  # see store/paths.py
         with self.transaction() as conn:
             conn.execute("DELETE FROM files WHERE path=?", (path,))
             row = conn.execute("SELECT size_bytes, changed_ns FROM rejected WHERE path=?", (path,)).fetchone()
@@ -356,15 +513,16 @@ def image_id_by_id(db: Db, image_id: int) -> int | None:
 
 def image_id_by_path(db: Db, path: str) -> int | None:
     """The image a path holds now, or else the image first catalogued at that path; None when neither."""
-    found = fetch_value(db, "SELECT image_id FROM files WHERE path=?", (path,))
+    stored = to_db(path)
+    found = fetch_value(db, "SELECT image_id FROM files WHERE path=?", (stored,))
     if found is None:
-        found = fetch_value(db, "SELECT id FROM images WHERE path=?", (path,))
+        found = fetch_value(db, "SELECT id FROM images WHERE path=?", (stored,))
     return found
 
 
 def catalogued_images(db: Db) -> list[tuple[int, str, str]]:
     """(id, path, sha256) of images catalogued but not yet preprocessed, oldest first."""
-    return [(int(r[0]), r[1], r[2]) for r in
+    return [(int(r[0]), from_db(r[1]), r[2]) for r in
             fetch_rows(db, "SELECT id, path, sha256 FROM images WHERE status='catalogued' ORDER BY id")]
 
 
@@ -385,7 +543,7 @@ def count_usable_images(db: Db) -> int:
 
 def cropped_images(db: Db) -> list[tuple[int, str, str]]:
     """(id, path, crop path) of every image with a drop crop, whatever its quality, oldest first."""
-    return [(int(r[0]), r[1], r[2]) for r in fetch_rows(
+    return [(int(r[0]), from_db(r[1]), r[2]) for r in fetch_rows(
         db, "SELECT i.id, i.path, p.crop_path FROM images i JOIN preprocess p ON p.image_id = i.id "
             "WHERE p.crop_path IS NOT NULL ORDER BY i.id")]
 

@@ -1,0 +1,58 @@
+"""``xtalwatch catalogue check|backup|restore``: look after the catalogue itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from xtalwatch.commands._common import add_config_args, settings_from_args
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("catalogue", help="check, back up or restore the catalogue",
+                              description="Check the catalogue (read-only, service running or not), back it up "
+                                          "online, or restore a backup while the service is stopped.")
+    sub = p.add_subparsers(dest="catalogue_command", required=True, metavar="{check,backup,restore}")
+    check = sub.add_parser("check", help="integrity and schema check; exit 1 with one line per problem",
+                           description="PRAGMA integrity_check and the schema, read-only.")
+    backup = sub.add_parser("backup", help="copy the catalogue now, while the service runs or not",
+                            description="SQLite's online backup into a checked file (default: "
+                                        "<state>/backups/catalogue-<UTC time>.sqlite3).")
+    backup.add_argument("--out", type=Path, metavar="FILE", help="where to write the backup")
+    restore = sub.add_parser("restore", help="put a backup in place (service stopped)",
+                             description="Checks the backup, keeps the current catalogue as "
+                                         "catalogue.sqlite3.damaged-<time>, and puts the backup in its place.")
+    restore.add_argument("backup", type=Path, metavar="FILE", help="a backup made by `xtalwatch catalogue backup`")
+    for parser in (check, backup, restore):
+        add_config_args(parser, watch=False)
+        parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xtalwatch.store.backup import backup_catalogue, backup_path, restore_catalogue
+    from xtalwatch.store.catalogue import CATALOGUE_FILE, catalogue_problems
+
+    state = settings_from_args(args).state.dir
+    if args.catalogue_command == "check":
+        problems = catalogue_problems(state / CATALOGUE_FILE)
+        for problem in problems:
+            print(f"xtalwatch catalogue check: {problem}", file=sys.stderr)
+        if not problems:
+            print(f"{state / CATALOGUE_FILE}: ok")
+        return 1 if problems else 0
+    if args.catalogue_command == "backup":
+        out = args.out if args.out is not None else backup_path(state, time.time())
+        try:
+            print(f"backup: {backup_catalogue(state, out)}")
+        except FileNotFoundError as exc:
+            print(f"xtalwatch catalogue backup: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    aside = restore_catalogue(state, args.backup)  # StateBusy, CatalogueDamaged: one line from cli.main
+    kept = f"; the previous one is kept as {aside}" if aside is not None else ""
+    print(f"restored {args.backup} as {state / CATALOGUE_FILE}{kept}")
+    return 0
