@@ -103,7 +103,7 @@ class Service:
         settings = self.settings
         self.state_lock = hold_state_lock(settings.state.dir)
         self.backups = BackupSchedule(settings.state.dir, settings.catalogue)
-        self.pipeline = pipeline = build_pipeline(settings, self.metrics)
+        self.pipeline = pipeline = build_pipeline(settings, self.metrics, on_disk_full=self._on_disk_full)
         assert pipeline.classify is not None and pipeline.preprocess is not None
         pipeline.ingestor.restore_gauges()
         self.training = TrainingMetrics(pipeline.catalogue, self.metrics)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from xtalwatch.commands._common import add_config_args, settings_from_args
 from xtalwatch.learn.registry import current_path
+from xtalwatch.store.paths import shown
 
 __all__ = ["register", "run"]
 
@@ -86,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(r))
         elif r.get("error"):
-            print(f"{r['path']}: error: {r['error']}")
+            print(f"{shown(r['path'])}: error: {r['error']}")
         else:
             probs = " ".join(f"{c}={p:.2f}" for c, p in (r["probabilities"] or {}).items())
-            print(f"{r['path']}: {r['class'] or '-'} ({r['confidence'] or 0:.2f})  [{probs}]  "
+            print(f"{shown(r['path'])}: {r['class'] or '-'} ({r['confidence'] or 0:.2f})  [{probs}]  "
                   f"flags: {','.join(r['flags']) or '-'}  model {r['model_version']}")
     return 1 if any(r.get("error") for r in results) else 0

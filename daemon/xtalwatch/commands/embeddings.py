@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xtalwatch.commands._common import add_config_args, settings_from_args
 from xtalwatch.learn.registry import current_path
+from xtalwatch.store.paths import shown
 
 __all__ = ["register", "run"]
 
@@ -51,7 +52,7 @@ def _from_catalogue(settings) -> tuple[list, list[dict]]:
             crops.append(read_crop(str(crop_path), settings.preprocess.channels))
         except CropUnreadable:
             continue
-        index.append({"image_id": image_id, "path": path, "label": labels.get(image_id, "")})
+        index.append({"image_id": image_id, "path": shown(path), "label": labels.get(image_id, "")})
     return crops, index
 
 
@@ -72,7 +73,7 @@ def _from_folder(root: Path, settings, size: int, preprocess: bool) -> tuple[lis
             continue
         rel = f.relative_to(root)
         crops.append(rgb[..., ::-1])  # the bundle takes the service's BGR layout
-        index.append({"image_id": "", "path": str(f), "label": rel.parts[0] if len(rel.parts) > 1 else ""})
+        index.append({"image_id": "", "path": shown(str(f)), "label": rel.parts[0] if len(rel.parts) > 1 else ""})
     return crops, index
 
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from xtalwatch.commands._common import add_config_args, settings_from_args
+from xtalwatch.store.paths import shown
 
 __all__ = ["register", "run"]
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         (out / f"{stem}.quality.json").write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True))
         if not result.ok:
             failures += 1
-            print(f"{path}: ERROR {result.error}: {result.error_detail}")
+            print(f"{shown(str(path))}: ERROR {result.error}: {result.error_detail}")
             continue
         shutil.copyfile(result.crop_path, out / f"{stem}.crop.png")
         if result.full_crop_path:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         q = result.quality
         x, y, w, h = result.drop_box
         print(
-            f"{path}: {result.width}x{result.height} well={result.well_shape} {result.method} box={x},{y},{w},{h}"
+            f"{shown(str(path))}: {result.width}x{result.height} well={result.well_shape} {result.method} box={x},{y},{w},{h}"
             f" focus={q['focus']:.0f} mean={q['mean_brightness']:.0f} contrast={q['contrast']:.1f}"
             f" flags={','.join(result.flags) or '-'}"
         )

@@ -12,7 +12,13 @@ from __future__ import annotations
 from xtalwatch.preprocess.decode import DecodeError, FrameHeader, decode_bytes, read_header
 from xtalwatch.preprocess.locate import Location, locate
 from xtalwatch.preprocess.overlay import draw_overlay
-from xtalwatch.preprocess.pipeline import Preprocessed, PreprocessResult, preprocess_array, preprocess_file
+from xtalwatch.preprocess.pipeline import (
+    STATE_DISK_FULL,
+    Preprocessed,
+    PreprocessResult,
+    preprocess_array,
+    preprocess_file,
+)
 from xtalwatch.preprocess.quality import FLAGS, Quality
 
 __all__ = [
@@ -23,6 +29,7 @@ __all__ = [
     "Preprocessed",
     "PreprocessResult",
     "Quality",
+    "STATE_DISK_FULL",
     "decode_bytes",
     "draw_overlay",
     "locate",

@@ -8,6 +8,7 @@ a bad frame: the failure comes back as a result with ``error`` set.
 
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,9 +32,13 @@ from xtalwatch.preprocess.locate import Box, Location, grey, locate_small, worki
 from xtalwatch.preprocess.normalise import crop_with_margin, equalise, letterbox, to_channels
 from xtalwatch.preprocess.quality import Quality, measure, quality_flags
 
-__all__ = ["Preprocessed", "PreprocessResult", "preprocess_array", "preprocess_file"]
+__all__ = ["Preprocessed", "PreprocessResult", "preprocess_array", "preprocess_file", "STATE_DISK_FULL"]
 
 log = logging.getLogger(__name__)
+
+# The error of a result that could not be written because the state disk is full: not the frame's
+# fault, so the preprocess stage leaves the image to be taken again instead of recording it failed.
+STATE_DISK_FULL = "state_disk_full"
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,14 @@ def preprocess_file(
         write_png_atomic(paths.crop, done.crop)
         if cfg.keep_full_crop:
             write_jpeg_atomic(paths.full_crop, done.full_crop)
-    except (cv2.error, ValueError, OSError) as exc:  # recorded, never raised: one bad frame must not stop a pool
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the state disk, not the frame: the image is taken again
+            result.error, result.error_detail = STATE_DISK_FULL, exc.strerror or str(exc)
+            return result
+        log.warning("preprocess failed path=%s error=%s", path, exc)
+        result.error, result.error_detail = "preprocess_failed", str(exc).strip().splitlines()[-1][:300]
+        return result
+    except (cv2.error, ValueError) as exc:  # recorded, never raised: one bad frame must not stop a pool
         log.warning("preprocess failed path=%s error=%s", path, exc)
         result.error, result.error_detail = "preprocess_failed", str(exc).strip().splitlines()[-1][:300]
         return result

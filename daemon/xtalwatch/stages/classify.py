@@ -29,6 +29,7 @@ from xtalwatch.learn.features import CropUnreadable, read_crop
 from xtalwatch.learn.registry import current_path
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.maintenance import is_disk_full
 from xtalwatch.store.predictions import (
     StoredCall,
     classified_ids,
@@ -67,7 +68,11 @@ class ClassifyStage:
     """The classify worker and the serving model it holds."""
 
     def __init__(self, state_dir: Path, catalogue: Catalogue, metrics: Metrics, *, uncertain_below: float = 0.5,
-                 reclassify: str = "recent", recent_days: float = 7.0):
+                 reclassify: str = "recent", recent_days: float = 7.0,
+                 on_disk_full: Callable[[str, BaseException], None] | None = None):
+        """``on_disk_full`` is told when predictions cannot be stored for lack of space (the images are
+        backfilled once there is room again)."""
+        self.on_disk_full = on_disk_full
         self.state_dir = state_dir
         self.catalogue = catalogue
         self.metrics = metrics
@@ -198,8 +203,12 @@ class ClassifyStage:
                 return
             try:
                 self._classify(batch)
-            except Exception:
-                log.exception("classifying a batch of %d images failed; they stay unclassified for now", len(batch))
+            except Exception as exc:
+                if is_disk_full(exc) and self.on_disk_full is not None:
+                    self.on_disk_full("classification", exc)  # the batch is backfilled when there is room
+                else:
+                    log.exception("classifying a batch of %d images failed; they stay unclassified for now",
+                                  len(batch))
             finally:
                 self._finished(len(batch))
                 self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())

@@ -302,7 +302,7 @@ class IngestQueue:
                     if first:
                         self.on_disk_full(path, exc)
                 else:  # a programming error: log it loudly, keep the service up
-                    log.exception("ingest of %s failed unexpectedly", path)
+                    log.exception("ingest of %s failed unexpectedly", shown(path))
             finally:
                 with self._lock:
                     self._in_flight.discard(path)

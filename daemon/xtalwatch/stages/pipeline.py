@@ -10,6 +10,7 @@ exactly as the service does. Building starts no work: the caller starts the stag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,8 +55,12 @@ class Pipeline:
                         downstream=self.preprocess)
 
 
-def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "classify") -> Pipeline:
+def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "classify",
+                   on_disk_full: Callable[[str, BaseException], None] | None = None) -> Pipeline:
     """Open the catalogue, load the plugins and build the stages up to ``through``, each wired to the next.
+
+    ``on_disk_full(where, exc)`` is told by the preprocess and classify stages when a result cannot
+    be stored for lack of space (the service pauses ingest and resumes when there is room).
 
     Raises ``PluginError`` for an adapter or alert sink that cannot be loaded (the catalogue is
     closed again first).
@@ -71,13 +76,14 @@ def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "
             alerts = AlertDispatcher(settings.alerts, plugins, metrics)
             classify = ClassifyStage(settings.state.dir, catalogue, metrics,
                                      uncertain_below=settings.classify.uncertain_below,
-                                     reclassify=settings.retrain.reclassify, recent_days=settings.retrain.recent_days)
+                                     reclassify=settings.retrain.reclassify, recent_days=settings.retrain.recent_days,
+                                     on_disk_full=on_disk_full)
             hits = HitTracker(catalogue, metrics, alerts, settings.alerts.hit_min_confidence)
             classify.on_predictions.append(hits.on_predictions)
             drift = DriftMonitor(catalogue, alerts, settings.alerts)
             classify.on_features.append(drift.on_features)
-        preprocess = PreprocessPool(settings, catalogue, metrics, downstream=classify) if through != "catalogue" \
-            else None
+        preprocess = PreprocessPool(settings, catalogue, metrics, downstream=classify, on_disk_full=on_disk_full) \
+            if through != "catalogue" else None
     except BaseException:
         catalogue.close()
         raise

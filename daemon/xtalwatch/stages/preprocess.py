@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ from typing import Protocol
 from xtalwatch.config import PreprocessConfig, Settings
 from xtalwatch.lifetime import die_with
 from xtalwatch.observe.metrics import Metrics
-from xtalwatch.preprocess import PreprocessResult, preprocess_file
+from xtalwatch.preprocess import STATE_DISK_FULL, PreprocessResult, preprocess_file
 from xtalwatch.store.catalogue import Catalogue, catalogued_images
+from xtalwatch.store.maintenance import is_disk_full
+from xtalwatch.store.paths import shown
 
 __all__ = ["PreprocessPool", "PreprocessedCrops", "status_for"]
 
@@ -86,8 +89,12 @@ class PreprocessPool:
     """A pool of worker processes sized to the cores (``ingest.workers``; 0 = one per core)."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue, metrics: Metrics,
-                 downstream: PreprocessedCrops | None = None):
-        """``downstream`` takes each ``preprocessed`` image's crop (None: preprocess only)."""
+                 downstream: PreprocessedCrops | None = None,
+                 on_disk_full: Callable[[str, BaseException], None] | None = None):
+        """``downstream`` takes each ``preprocessed`` image's crop (None: preprocess only);
+        ``on_disk_full`` is told when a result cannot be stored for lack of space (the image then
+        stays ``catalogued`` and is taken again by ``resume()``)."""
+        self.on_disk_full = on_disk_full
         self.settings = settings
         self.catalogue = catalogue
         self.metrics = metrics
@@ -216,6 +223,10 @@ class PreprocessPool:
     # -- results --------------------------------------------------------------------------------
     def _store(self, job: _Job, result: PreprocessResult, seconds: float) -> None:
         image_id, path = job.image_id, job.path
+        if result.error == STATE_DISK_FULL:  # the crop could not be written: not the frame's fault
+            self._disk_full(OSError(28, result.error_detail or "no space left on the state disk"))
+            self._forget(job)
+            return
         try:
             status = status_for(result)
             self.catalogue.record_preprocess(image_id, result.method, result.flags, result.crop_path, result.error,
@@ -225,16 +236,25 @@ class PreprocessPool:
                 self.metrics.images_flagged.labels(flag=flag).inc()
             if result.error:
                 self.metrics.images_rejected.labels(reason=result.error).inc()
-                log.warning("image %d %s could not be preprocessed: %s: %s", image_id, path, result.error,
+                log.warning("image %d %s could not be preprocessed: %s: %s", image_id, shown(path), result.error,
                             result.error_detail)
             elif result.flags:
-                log.info("image %d flagged %s (%s)", image_id, ",".join(result.flags), path)
+                log.info("image %d flagged %s (%s)", image_id, ",".join(result.flags), shown(path))
             if self.downstream is not None and status == "preprocessed":
                 self.downstream.submit(image_id, result.crop_path, job.completed_at)
-        except Exception:
-            log.exception("storing the preprocessing result of image %d failed", image_id)
+        except Exception as exc:
+            if is_disk_full(exc):  # nothing stored: the image stays 'catalogued' and is taken again
+                self._disk_full(exc)
+            else:
+                log.exception("storing the preprocessing result of image %d failed", image_id)
         finally:
             self._forget(job)
+
+    def _disk_full(self, exc: BaseException) -> None:
+        if self.on_disk_full is not None:
+            self.on_disk_full("preprocessing", exc)
+        else:
+            log.warning("state disk full: a preprocessing result was not stored (%s)", exc)
 
     def _forget(self, job: _Job) -> None:
         with self._lock:

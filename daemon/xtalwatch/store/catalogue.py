@@ -7,6 +7,12 @@ readers (``xtalwatch status``, the web app) never block it. The schema is versio
 
 An image is its content (sha256). ``files`` maps each path to the image it holds now, so a
 copy or a touched file adds no image, and the same path with new content is a new version.
+A path is stored as TEXT when it is valid UTF-8 and otherwise as a BLOB of its exact bytes
+(``store/paths.py``), so any name a filesystem allows is catalogued losslessly.
+
+Opening refuses a damaged file (empty, not SQLite, truncated, failing ``quick_check``, or with
+another schema) with one line and never writes it; a new catalogue is built beside the target
+and renamed into place, so an empty file always means damage. Backups: ``store/backup.py``.
 
 Every named query in the store takes ``db``: the service's ``Catalogue`` (a read runs under its
 writer lock, a write in its own transaction), or a ``sqlite3.Connection``: a read-only one from
@@ -183,7 +189,7 @@ def _header_problem(path: Path) -> str | None:
     with open(path, "rb") as handle:
         header = handle.read(100)
     if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        return f"not an SQLite database ({size} bytes, header {header[:16]!r})"
+        return f"not an SQLite database ({size} bytes; it does not start with SQLite's header)"
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
