@@ -20,6 +20,7 @@ from xtalwatch.alerts.events import TRAINING_FAILED, recent_events
 from xtalwatch.config import RetrainConfig
 from xtalwatch.learn.registry import ModelRegistry
 from xtalwatch.learn.retrain import RetrainOutcome
+from xtalwatch.learn.retrain.lock import Busy, training_lock
 from xtalwatch.learn.scheduler import JOB_ID, RetrainScheduler, build_trigger, first_training_due, local_zone
 from xtalwatch.store.catalogue import Catalogue
 
@@ -180,6 +181,9 @@ def test_the_training_child_dies_with_a_killed_service_and_the_next_start_record
             service.kill()
     run = run_log.parent
     assert not (run / "result.json").exists()
+    # A data-loader worker forked by the child holds the training lock until it notices its parent
+    # is gone; the next start comes after that (systemd's KillMode=control-group would end it at once).
+    wait_for(lambda: _lock_free(state), timeout=60)
     sched = RetrainScheduler(tiny_settings(state))  # the next start of the service
     sched.start()
     sched.shutdown()
@@ -191,3 +195,11 @@ def test_the_training_child_dies_with_a_killed_service_and_the_next_start_record
     finally:
         catalogue.close()
     assert [e.kind for e in failed] == [TRAINING_FAILED] and failed[0].payload["run"] == run.name
+
+
+def _lock_free(state: Path) -> bool:
+    try:
+        with training_lock(state):
+            return True
+    except Busy:
+        return False
