@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from pathlib import Path
@@ -56,11 +57,17 @@ def test_paced_run_writes_complete_files_and_labels_as_it_goes(tmp_path: Path) -
 def test_ctrl_c_during_the_pause_still_completes_the_file(tmp_path: Path) -> None:
     data = encode(np.full((64, 64, 3), 90, np.uint8), "jpg")
     path = tmp_path / "x.jpg"
-    timer = threading.Timer(0.1, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        write_partially(path, data, 2.0)
-        time.sleep(5)  # the interrupt may land just after the wait returns
+    # A test run started in the background by a shell inherits SIGINT ignored, and interrupt_main
+    # then does nothing: give this test the handler an interactive Ctrl-C meets.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Timer(0.1, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            write_partially(path, data, 2.0)
+            time.sleep(5)  # the interrupt may land just after the wait returns
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert path.read_bytes() == data
 
 
