@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write", "atomic_dir", "write_json_atomic", "fsync_dir"]
+__all__ = ["atomic_path", "atomic_write", "atomic_dir", "write_json_atomic", "fsync_dir", "fsync_file"]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -31,7 +31,8 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Make a file's written data durable."""
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 
@@ -51,7 +52,7 @@ def atomic_path(path: Path, *, suffix: str = "", durable: bool = False) -> Itera
     try:
         yield tmp
         if durable:
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -88,7 +89,7 @@ def atomic_dir(folder: Path) -> Iterator[Path]:
         yield tmp
         for child in tmp.iterdir():
             if child.is_file():
-                _fsync_file(child)
+                fsync_file(child)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

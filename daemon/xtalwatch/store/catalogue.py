@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from xtalwatch.files import fsync_dir, fsync_file
 from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import Probe
 from xtalwatch.store.errors import CatalogueDamaged, CatalogueTooNew
@@ -259,12 +260,16 @@ def _too_new(path: Path, version: int) -> CatalogueTooNew:
 
 
 # Files found sound in this process, by (inode, size, mtime): a quick check reads every page
-# (about 0.5 s for 200,000 images), too much for each /api/status. In WAL mode the file itself
-# changes only at checkpoints, so the service re-checks now and then, a command once.
+# (about 0.5 s for 200,000 images), too much for each /api/status. And files this process holds
+# open as the writer, checked when it opened them: its own readers (/api/status, the first-training
+# check every 30 s) need no check of a file that changes under every write.
 _sound: dict[Path, tuple[int, int, int]] = {}
+_open_here: dict[Path, int] = {}
 
 
 def _refuse_if_damaged(path: Path, *, full: bool) -> None:
+    if _open_here.get(path):
+        return
     st = path.stat()
     if _sound.get(path) == (st.st_ino, st.st_size, st.st_mtime_ns):
         return
@@ -293,17 +298,9 @@ def _create(path: Path) -> None:
         conn.execute("PRAGMA journal_mode=WAL")  # recorded in the header; closing leaves one file
     finally:
         conn.close()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(tmp)
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -338,6 +335,8 @@ class Catalogue:
         self._conn = _connect(self.path)
         self._lock = threading.RLock()
         self._migrate()
+        self._closed = False
+        _open_here[self.path] = _open_here.get(self.path, 0) + 1
 
     @classmethod
     def open_readonly(cls, state_dir: Path) -> sqlite3.Connection:
@@ -354,6 +353,9 @@ class Catalogue:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            if not self._closed:
+                self._closed = True
+                _open_here[self.path] -= 1
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
