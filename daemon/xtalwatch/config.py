@@ -168,6 +168,23 @@ class MetricsConfig(Section):
     )
 
 
+class WebConfig(Section):
+    """The review app served beside ``/metrics`` (same host and port, ``metrics.host``/``metrics.port``)."""
+
+    token_file: Path | None = Field(
+        None, description="File holding the token every write (label, promote, rollback) needs when the app is "
+        "bound to a non-loopback address; null: such an app is read-only. Loopback binds need no token.")
+    public_url: str | None = Field(
+        None, pattern=r"^https?://", description="Base URL people reach the app at, used in alert links; "
+        "null: http://<metrics.host>:<metrics.port>.")
+    thumbnail_px: int = Field(160, ge=32, le=1024, description="Side of the cached thumbnails, in pixels.")
+    frame_px: int = Field(640, ge=64, le=4096, description="Longest side of the cached full-frame views, in pixels.")
+    review_batch: int = Field(50, ge=1, le=1000, description="Images the review queue offers at a time.")
+    refit_debounce_seconds: float = Field(
+        0.5, ge=0, le=60, description="After a label, wait this long for more before re-fitting the head (seconds).")
+    labeller_default: str = Field("reviewer", min_length=1, description="Name stored with a label when the browser gives none.")
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged to stderr.")
 
@@ -417,6 +434,13 @@ class ClassifyConfig(Section):
     uncertain_below: float = Field(
         0.6, ge=0, le=1, description="Calibrated top-class probability below which an image is flagged 'uncertain'.")
     head: Literal["linear", "knn"] = Field("linear", description="Head the serving model uses on encoder features.")
+    outcome_order: list[str] = Field(
+        default_factory=lambda: ["clear", "other", "precipitate", "crystals"],
+        description="Classes from weakest to strongest: a well's outcome is its strongest reliable call. "
+        "Classes left out rank with the weakest.")
+    crystal_classes: list[str] = Field(
+        default_factory=lambda: ["crystals"],
+        description="Classes that are crystals: a well moving into one of them from any other is a hit.")
 
     @property
     def subclass_of(self) -> dict[str, str]:
@@ -438,6 +462,10 @@ class ClassifyConfig(Section):
                or s.split(":")[0] in self.classes]
         if bad:
             raise ValueError(f"subclasses must be 'fine:class' with class one of {self.classes}, got {bad}")
+        for key in ("outcome_order", "crystal_classes"):
+            unknown = [c for c in getattr(self, key) if c not in self.classes]
+            if unknown:
+                raise ValueError(f"{key} names classes that are not in classes {self.classes}: {unknown}")
         return self
 
 
@@ -470,6 +498,7 @@ class Settings(BaseSettings):
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

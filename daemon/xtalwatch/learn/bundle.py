@@ -56,7 +56,10 @@ class ModelBundle:
     def __init__(self, *, version: str, encoder: Encoder, image_size: int, classes: list[str] | None = None,
                  head: Head | None = None, temperature: float = 1.0, channels: int = 3,
                  metrics: dict | None = None, created_at: float | None = None, data_fingerprint: str = "",
-                 train_config: dict | None = None):
+                 train_config: dict | None = None, encoder_version: str | None = None):
+        # The version whose training made the encoder: a head re-fitted from labels keeps its
+        # parent's encoder, and with it the features cached under that name (learn/feature_cache.py).
+        self.encoder_version = encoder_version or version
         self.version, self.encoder, self.image_size, self.channels = version, encoder.eval(), image_size, channels
         self.classes = list(classes or [])
         self.head, self.temperature = head, float(temperature)
@@ -98,7 +101,7 @@ class ModelBundle:
                 "channels": self.channels, "channel_order": "bgr", "temperature": self.temperature,
                 "head": self.head.kind if self.head is not None else None, "metrics": self.metrics,
                 "created_at": self.created_at, "data_fingerprint": self.data_fingerprint,
-                "train_config": self.train_config}
+                "train_config": self.train_config, "encoder_version": self.encoder_version}
         (tmp / "bundle.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
     @classmethod
@@ -121,7 +124,7 @@ class ModelBundle:
         return cls(version=meta["version"], encoder=encoder, image_size=meta["image_size"], classes=meta["classes"],
                    head=head, temperature=meta["temperature"], channels=meta["channels"], metrics=meta["metrics"],
                    created_at=meta["created_at"], data_fingerprint=meta["data_fingerprint"],
-                   train_config=meta["train_config"])
+                   train_config=meta["train_config"], encoder_version=meta.get("encoder_version"))
 
 
 def calls(bundle: ModelBundle, probs: np.ndarray, uncertain_below: float, digits: int = 4) -> list[dict]:

@@ -159,6 +159,16 @@ _MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 4: the review app. A call below classify.uncertain_below is marked, and indexes serve the pages'
+    # queries (a 1,536-well plate map among 100,000 images, the hits feed, labels per image).
+    """
+    ALTER TABLE predictions ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX images_plate ON images (plate_id, inspection);
+    CREATE INDEX images_previous ON images (previous_id);
+    CREATE INDEX predictions_image ON predictions (image_id, created_at);
+    CREATE INDEX events_kind ON events (kind, id);
+    CREATE INDEX labels_image ON labels (image_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
