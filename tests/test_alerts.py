@@ -197,11 +197,15 @@ ONE_OF_EACH_KIND = [
     (ev.model_rejected("v4", "collapse: feature std 0.001"), "warning", "model_rejected:v4", "collapse"),
     (ev.disk_low("/var/lib/xtalwatch", 2_000_000_000, 100_000_000_000), "critical", "disk_low", "2.0 GB free of 100.0 GB"),
     (ev.drift(0.31, 0.2, 500), "warning", "drift", "moved 0.31"),
+    (ev.plate_hits("B1234", ["A1", "B3"], {"crystals": 2}, link="http://h:9100/plates/B1234", batch="17"), "info",
+     "plate_hits:B1234:17", "plate B1234: 2 wells with crystals (A1, B3) — http://h:9100/plates/B1234"),
+    (ev.plate_hits("B1234", ["C5"], {"crystals": 1}, batch="18"), "info", "plate_hits:B1234:18",
+     "plate B1234: 1 well with crystals (C5)"),
 ]
 
 
 def test_the_table_below_has_every_event_kind() -> None:
-    assert sorted(event.kind for event, *_ in ONE_OF_EACH_KIND) == sorted(ev.EVENT_KINDS)
+    assert sorted({event.kind for event, *_ in ONE_OF_EACH_KIND}) == sorted(ev.EVENT_KINDS)
 
 
 @pytest.mark.parametrize("event, severity, key, words", ONE_OF_EACH_KIND)

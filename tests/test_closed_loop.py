@@ -24,7 +24,6 @@ import pytest
 from conftest import RunningService, wait_for
 from xtalwatch.config import Settings, load_settings
 from xtalwatch.learn.retrain import run_retrain
-from xtalwatch.stages.well_outcome import CRYSTAL_CLASSES
 from xtalwatch.store.catalogue import Catalogue
 from xtalwatch.store.labels import import_labels
 from xtalwatch.tools.synth import generate_plates
@@ -138,16 +137,17 @@ def test_files_in_results_and_hits_out_with_a_failing_sink(first_model: Path, tm
         catalogue = running.service.catalogue
         assert {r[0] for r in catalogue.query("SELECT DISTINCT model_version FROM predictions")} == {version}
         assert running.count("images", "status = 'flagged' AND id IN (SELECT image_id FROM predictions)") == 0
+        crystal_classes = settings.classify.crystal_classes
         crystal_wells = {r[0] for r in catalogue.query(
-            f"SELECT well_id FROM well_outcomes WHERE label IN ({','.join('?' * len(CRYSTAL_CLASSES))})",
-            tuple(CRYSTAL_CLASSES))}
+            f"SELECT well_id FROM well_outcomes WHERE label IN ({','.join('?' * len(crystal_classes))})",
+            tuple(crystal_classes))}
         hits = catalogue.query("SELECT well_id, image_id, payload FROM events WHERE kind = 'crystal_hit'")
         hit_wells = [r["well_id"] for r in hits]
         assert crystal_wells, "the model called no well crystalline; the test data has needles in half of them"
         assert crystal_wells <= set(hit_wells), "a well is crystalline now but was never announced"
         for row in hits:  # each hit names the image whose crystal call made it
             label = catalogue.query("SELECT label FROM predictions WHERE image_id = ?", (row["image_id"],))[0][0]
-            assert label in CRYSTAL_CLASSES and json.loads(row["payload"])["class"] == label
+            assert label in crystal_classes and json.loads(row["payload"])["class"] == label
         assert running.metric("xtalwatch_hits_total") == len(hit_wells)
         wait_for(lambda: len(_Recorder.received) >= 1, timeout=30)
         hit = next(a for a in _Recorder.received if a.get("kind") == "crystal_hit")

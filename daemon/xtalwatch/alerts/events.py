@@ -20,19 +20,21 @@ from xtalwatch.store import events as stored
 from xtalwatch.store.catalogue import Db
 
 __all__ = [
-    "CRYSTAL_HIT", "IMAGER_STALLED", "TRAINING_FAILED", "MODEL_PROMOTED", "MODEL_REJECTED", "DISK_LOW", "DRIFT",
-    "EVENT_KINDS", "Event", "alert_for", "record_event", "recent_events",
-    "crystal_hit", "imager_stalled", "training_failed", "model_promoted", "model_rejected", "disk_low", "drift",
+    "CRYSTAL_HIT", "PLATE_HITS", "IMAGER_STALLED", "TRAINING_FAILED", "MODEL_PROMOTED", "MODEL_REJECTED", "DISK_LOW",
+    "DRIFT", "EVENT_KINDS", "Event", "alert_for", "record_event", "recent_events",
+    "crystal_hit", "plate_hits", "imager_stalled", "training_failed", "model_promoted", "model_rejected", "disk_low",
+    "drift",
 ]
 
 CRYSTAL_HIT = "crystal_hit"
+PLATE_HITS = "plate_hits"
 IMAGER_STALLED = "imager_stalled"
 TRAINING_FAILED = "training_failed"
 MODEL_PROMOTED = "model_promoted"
 MODEL_REJECTED = "model_rejected"
 DISK_LOW = "disk_low"
 DRIFT = "drift"
-EVENT_KINDS = (CRYSTAL_HIT, IMAGER_STALLED, TRAINING_FAILED, MODEL_PROMOTED, MODEL_REJECTED, DISK_LOW, DRIFT)
+EVENT_KINDS = (CRYSTAL_HIT, PLATE_HITS, IMAGER_STALLED, TRAINING_FAILED, MODEL_PROMOTED, MODEL_REJECTED, DISK_LOW, DRIFT)
 
 
 @dataclass(frozen=True)
@@ -109,11 +111,15 @@ def _gb(n: Any) -> str:
 def crystal_hit(plate: str | None, well: str | None, drop: int | None, label: str, confidence: float | None,
                 image_path: str | None, *, inspection: int | None = None, model_version: str | None = None,
                 plate_id: int | None = None, well_id: int | None = None, image_id: int | None = None,
-                previous: str | None = None) -> Event:
-    """A well's outcome moved into a crystal class; ``previous`` is the class it left (None: first call)."""
+                previous: str | None = None, backlog: bool = False) -> Event:
+    """A well's outcome moved into a crystal class; ``previous`` is the class it left (None: first call).
+
+    ``backlog``: found while classifying images that waited (a first model, a swap, a restart); such
+    a hit is stored but alerted only in its plate's ``plate_hits`` summary.
+    """
     return Event(CRYSTAL_HIT, {"plate": plate, "well": well, "drop": drop, "class": label, "confidence": confidence,
                                "image_path": image_path, "inspection": inspection, "model_version": model_version,
-                               "previous_class": previous},
+                               "previous_class": previous, "backlog": backlog},
                  plate_id=plate_id, well_id=well_id, image_id=image_id)
 
 
@@ -123,6 +129,32 @@ def _crystal_hit_words(p: dict[str, Any]) -> Wording:
     return Wording(f"Crystal hit: {p.get('plate')} {p.get('well')}",
                    f"{p.get('class')} in {where} (confidence {_pct(p.get('confidence'))})",
                    f"crystal_hit:{p.get('plate')}:{p.get('well')}")
+
+
+_WELLS_NAMED = 8  # wells a plate summary names before "…"
+
+
+def plate_hits(plate: str | None, wells: list[str], classes: dict[str, int], *, link: str | None = None,
+               batch: str = "", plate_id: int | None = None) -> Event:
+    """Wells of one plate that a backlog's classification found crystalline, in one event.
+
+    ``wells``: their names in plate order; ``classes``: how many wells per crystal class; ``link``:
+    the plate's page (None when the web app is not serving); ``batch`` tells one summary of the
+    plate from the next.
+    """
+    return Event(PLATE_HITS, {"plate": plate, "wells": list(wells), "count": len(wells), "classes": dict(classes),
+                              "link": link, "batch": batch}, plate_id=plate_id)
+
+
+@_alert(PLATE_HITS, "info")
+def _plate_hits_words(p: dict[str, Any]) -> Wording:
+    wells = list(p.get("wells") or [])
+    named = ", ".join(wells[:_WELLS_NAMED]) + (", …" if len(wells) > _WELLS_NAMED else "")
+    count = p.get("count", len(wells))
+    text = f"plate {p.get('plate')}: {count} well{'s' if count != 1 else ''} with crystals ({named})"
+    if p.get("link"):
+        text += f" — {p['link']}"
+    return Wording(f"Crystal hits: plate {p.get('plate')}", text, f"plate_hits:{p.get('plate')}:{p.get('batch')}")
 
 
 def imager_stalled(last_image_at: float | None, now: float, silent_seconds: float) -> Event:

@@ -7,6 +7,12 @@ is swapped in between two batches, never during one, so no image is dropped or c
 twice by the same model; images classified by an older model are re-classified in the
 background when the queue is otherwise empty, as ``retrain.reclassify`` says.
 
+Images queued by ``backfill`` (the first model's backlog, re-classification after a swap, images
+that waited through a restart) are marked ``backlog`` in their predictions, so that the hit
+tracker can summarise them per plate instead of alerting once per well; ``on_idle`` tells it
+when the queue has run dry. Encoder features are kept in the ``FeatureCache`` under the
+encoder's version: a new head on the same encoder classifies from them without reading a crop.
+
 Frames with a quality flag or a failed preprocessing are not classified: they are reported
 as flagged instead of receiving a confident-looking call.
 """
@@ -25,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from xtalwatch.learn.feature_cache import FeatureCache
 from xtalwatch.learn.features import CropUnreadable, read_crop
 from xtalwatch.learn.registry import current_path
 from xtalwatch.observe.metrics import Metrics
@@ -54,6 +61,7 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float]
     uncertain: bool
+    backlog: bool = False  # queued by backfill(), not submitted as it arrived
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,8 @@ class _Item:
     image_id: int
     crop_path: str
     completed_at: float | None
-    background: bool = False
+    background: bool = False  # some model classified it before: goes after new images
+    backlog: bool = False  # queued by backfill()
 
 
 class ClassifyStage:
@@ -69,10 +78,13 @@ class ClassifyStage:
 
     def __init__(self, state_dir: Path, catalogue: Catalogue, metrics: Metrics, *, uncertain_below: float = 0.5,
                  reclassify: str = "recent", recent_days: float = 7.0,
-                 on_disk_full: Callable[[str, BaseException], None] | None = None):
+                 on_disk_full: Callable[[str, BaseException], None] | None = None,
+                 features: FeatureCache | None = None):
         """``on_disk_full`` is told when predictions cannot be stored for lack of space (the images are
-        backfilled once there is room again)."""
+        backfilled once there is room again). ``features`` keeps each image's encoder features, and
+        serves them instead of embedding the crop again (None: always embed)."""
         self.on_disk_full = on_disk_full
+        self.features = features
         self.state_dir = state_dir
         self.catalogue = catalogue
         self.metrics = metrics
@@ -91,6 +103,8 @@ class ClassifyStage:
         self._outstanding_lock = threading.Lock()
         self.on_predictions: list[Callable[[list[Prediction]], None]] = []
         self.on_features: list[Callable[[Any, np.ndarray], None]] = []
+        # Called in the worker when a batch is done and the queue is empty, and once as the worker stops.
+        self.on_idle: list[Callable[[], None]] = []
 
     # -- the serving model --------------------------------------------------------------
     @property
@@ -99,10 +113,14 @@ class ClassifyStage:
         return getattr(bundle, "version", None) if bundle is not None else None
 
     def _current_key(self) -> tuple[str, float] | None:
+        """What identifies the serving model's files: its folder and when its bundle.json was written.
+
+        Not the folder's own mtime: the registry rewrites meta.json in it (status, metrics), which
+        is no reason to load the same model again."""
         path = current_path(self.state_dir)
         try:
             target = os.path.realpath(path)
-            return (target, os.stat(target).st_mtime)
+            return (target, os.stat(os.path.join(target, "bundle.json")).st_mtime)
         except OSError:
             return None
 
@@ -128,13 +146,15 @@ class ClassifyStage:
     # -- the worker -----------------------------------------------------------------------
     def start(self) -> None:
         self.refresh_model()
+        self.backfill()  # queued before the worker runs: the waiting images go in full batches
         self._thread = threading.Thread(target=self._run, name="classify", daemon=True)
         self._thread.start()
-        self.backfill()
 
-    def submit(self, image_id: int, crop_path: str | None, completed_at: float | None) -> None:
+    def submit(self, image_id: int, crop_path: str | None, completed_at: float | None, *,
+               backlog: bool = False) -> None:
+        """Queue a freshly preprocessed image; ``backlog`` when it waited (its hit joins the plate's summary)."""
         if crop_path:
-            self._put(_Item(image_id, crop_path, completed_at))
+            self._put(_Item(image_id, crop_path, completed_at, backlog=backlog))
             self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())
 
     def backfill(self) -> int:
@@ -148,7 +168,7 @@ class ClassifyStage:
             background = row.image_id not in fresh_ids
             if background and not self._wants_reclassify(row.completed_at):
                 continue
-            self._put(_Item(row.image_id, row.crop_path, row.completed_at, background=background))
+            self._put(_Item(row.image_id, row.crop_path, row.completed_at, background=background, backlog=True))
         return len(rows)
 
     def _put(self, item: _Item) -> None:
@@ -197,21 +217,34 @@ class ClassifyStage:
         return batch
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            batch = self._take_batch()
-            if not batch:
-                return
+        try:
+            while not self._stop.is_set():
+                batch = self._take_batch()
+                if not batch:
+                    return
+                try:
+                    self._classify(batch)
+                except Exception as exc:
+                    if is_disk_full(exc) and self.on_disk_full is not None:
+                        self.on_disk_full("classification", exc)  # the batch is backfilled when there is room
+                    else:
+                        log.exception("classifying a batch of %d images failed; they stay unclassified for now",
+                                      len(batch))
+                finally:
+                    # Before the batch stops counting, so that idle() also means the idle callbacks ran.
+                    if self._queue.empty():
+                        self._idle()
+                    self._finished(len(batch))
+                    self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())
+        finally:
+            self._idle()  # whatever waits for a quiet moment (a plate's backlog hits) is not lost at a stop
+
+    def _idle(self) -> None:
+        for callback in self.on_idle:
             try:
-                self._classify(batch)
-            except Exception as exc:
-                if is_disk_full(exc) and self.on_disk_full is not None:
-                    self.on_disk_full("classification", exc)  # the batch is backfilled when there is room
-                else:
-                    log.exception("classifying a batch of %d images failed; they stay unclassified for now",
-                                  len(batch))
-            finally:
-                self._finished(len(batch))
-                self.metrics.queue_depth.labels(stage="classify").set(self._queue.qsize())
+                callback()
+            except Exception:
+                log.exception("an idle callback of the classify stage failed")
 
     def _classify(self, batch: list[_Item]) -> None:
         with self._swap_lock:
@@ -220,30 +253,44 @@ class ClassifyStage:
             return  # no model yet: the images wait in the catalogue and are backfilled after the first model
         ids = [item.image_id for item in batch]
         done = predicted_ids(self.catalogue, bundle.version, ids)
-        crops, kept, seen = [], [], set()
+        todo, seen = [], set()
         for item in batch:
             if item.image_id in done or item.image_id in seen:
                 continue  # queued twice (arrival and backfill): one prediction per model version
             seen.add(item.image_id)
-            try:
-                crop = read_crop(item.crop_path, bundle.channels)
-            except CropUnreadable:
-                log.warning("crop of image %d is missing or unreadable: %s", item.image_id, item.crop_path)
-                continue
-            crops.append(crop)
+            todo.append(item)
+        encoder = getattr(bundle, "encoder_version", bundle.version)
+        held: dict[int, np.ndarray] = {}
+        if self.features is not None and todo:
+            held_ids, held_features = self.features.get(encoder, [item.image_id for item in todo])
+            held = dict(zip(held_ids, held_features, strict=True))
+        crops, kept, embedded = [], [], []
+        for item in todo:
+            if item.image_id not in held:
+                try:
+                    crops.append(read_crop(item.crop_path, bundle.channels))
+                except CropUnreadable:
+                    log.warning("crop of image %d is missing or unreadable: %s", item.image_id, item.crop_path)
+                    continue
+                embedded.append(item.image_id)
             kept.append(item)
         if not kept:
             return
         start = time.perf_counter()
-        features = bundle.embed(np.stack(crops))
+        if crops:
+            new = bundle.embed(np.stack(crops))
+            if self.features is not None:
+                self.features.put(encoder, embedded, new)
+            held.update(zip(embedded, new, strict=True))
+        features = np.stack([held[item.image_id] for item in kept]).astype(np.float32, copy=False)
         probs = _softmax(bundle.logits(features), bundle.temperature)
         self.metrics.classify_seconds.observe(time.perf_counter() - start)
         now = time.time()
         predictions = [Prediction(item.image_id, c["model_version"], c["class"], c["confidence"], c["probabilities"],
-                                  c["uncertain"])
+                                  c["uncertain"], item.backlog)
                        for item, c in zip(kept, _calls(bundle, probs, self.uncertain_below), strict=True)]
         insert_predictions(self.catalogue, [StoredCall(p.image_id, p.model_version, p.label, p.confidence,
-                                                       p.probabilities) for p in predictions], now)
+                                                       p.probabilities, p.uncertain) for p in predictions], now)
         for item, pred in zip(kept, predictions, strict=True):
             self.metrics.predictions.labels(**{"class": pred.label}).inc()
             if item.completed_at is not None and not item.background:

@@ -1,11 +1,12 @@
 """Build the chain of stages from the settings: one builder for the service and for ``xtalwatch ingest``.
 
-catalogue → adapters → ingest → preprocess → classify → hits (and the drift monitor): each stage
-is handed the next one when it is built, so data flows down the chain and never back up through
-the service. ``through`` says how far the chain goes: the service builds all of it; ``xtalwatch
-ingest`` builds it up to preprocessing (or only the catalogue), so a one-shot ingest catalogues
-exactly as the service does. Building starts no work: the caller starts the stages
-(``classify.start()``, ``preprocess.resume()``) and stops them in order.
+catalogue → adapters → ingest → preprocess → classify → hits (and the drift monitor, and the
+feature cache the classify stage fills): each stage is handed the next one when it is built, so
+data flows down the chain and never back up through the service. ``through`` says how far the
+chain goes: the service builds all of it; ``xtalwatch ingest`` builds it up to preprocessing (or
+only the catalogue), so a one-shot ingest catalogues exactly as the service does. Building starts
+no work: the caller starts the stages (``classify.start()``, ``preprocess.resume()``) and stops
+them in order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Literal
 from xtalwatch.alerts.checks import DriftMonitor
 from xtalwatch.alerts.dispatch import AlertDispatcher
 from xtalwatch.config import Settings
+from xtalwatch.learn.feature_cache import FeatureCache
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.plugins import PluginRegistry
 from xtalwatch.stages.adapters import AdapterChain
@@ -25,6 +27,7 @@ from xtalwatch.stages.classify import ClassifyStage
 from xtalwatch.stages.ingest import Ingestor
 from xtalwatch.stages.outcomes import HitTracker
 from xtalwatch.stages.preprocess import PreprocessPool
+from xtalwatch.stages.well_outcome import OutcomeRule
 from xtalwatch.store.catalogue import Catalogue
 
 __all__ = ["Pipeline", "Through", "build_pipeline"]
@@ -43,6 +46,7 @@ class Pipeline:
     plugins: PluginRegistry
     chain: AdapterChain
     ingestor: Ingestor
+    features: FeatureCache
     preprocess: PreprocessPool | None = None
     classify: ClassifyStage | None = None
     alerts: AlertDispatcher | None = None
@@ -68,6 +72,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "
     if through not in ("catalogue", "preprocess", "classify"):
         raise ValueError(f"through must be 'catalogue', 'preprocess' or 'classify', got {through!r}")
     catalogue = Catalogue(settings.state.dir)
+    features = FeatureCache(settings.state.dir)
     try:
         plugins = PluginRegistry.discover(settings.plugins.dirs)
         chain = AdapterChain.from_config(settings.adapters, plugins)
@@ -77,9 +82,11 @@ def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "
             classify = ClassifyStage(settings.state.dir, catalogue, metrics,
                                      uncertain_below=settings.classify.uncertain_below,
                                      reclassify=settings.retrain.reclassify, recent_days=settings.retrain.recent_days,
-                                     on_disk_full=on_disk_full)
-            hits = HitTracker(catalogue, metrics, alerts, settings.alerts.hit_min_confidence)
+                                     on_disk_full=on_disk_full, features=features)
+            hits = HitTracker(catalogue, metrics, alerts, OutcomeRule.from_config(settings.classify),
+                              settings.alerts.hit_min_confidence)
             classify.on_predictions.append(hits.on_predictions)
+            classify.on_idle.append(hits.flush)
             drift = DriftMonitor(catalogue, alerts, settings.alerts)
             classify.on_features.append(drift.on_features)
         preprocess = PreprocessPool(settings, catalogue, metrics, downstream=classify, on_disk_full=on_disk_full) \
@@ -88,4 +95,5 @@ def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "
         catalogue.close()
         raise
     ingestor = Ingestor(settings, catalogue, chain, metrics, downstream=preprocess)
-    return Pipeline(settings, metrics, catalogue, plugins, chain, ingestor, preprocess, classify, alerts, hits, drift)
+    return Pipeline(settings, metrics, catalogue, plugins, chain, ingestor, features, preprocess, classify, alerts, hits,
+                    drift)

@@ -52,7 +52,8 @@ WORKER_DEATHS = 2  # an image in flight at this many worker deaths is recorded f
 class PreprocessedCrops(Protocol):
     """The stage after preprocessing: takes the crop of each usable image (the classify stage)."""
 
-    def submit(self, image_id: int, crop_path: str | None, completed_at: float | None) -> None: ...
+    def submit(self, image_id: int, crop_path: str | None, completed_at: float | None, *,
+               backlog: bool = False) -> None: ...
 
 
 def status_for(result: PreprocessResult) -> str:
@@ -83,6 +84,7 @@ class _Job:
     sha256: str
     completed_at: float | None
     deaths: int = 0  # worker deaths while this image was in flight
+    backlog: bool = False  # left by a previous run: its hits join the plate's summary, not one alert each
 
 
 class PreprocessPool:
@@ -120,11 +122,12 @@ class PreprocessPool:
         with self._lock:
             return len(self._jobs)
 
-    def submit(self, image_id: int, path: str, sha256: str, completed_at: float | None = None) -> None:
+    def submit(self, image_id: int, path: str, sha256: str, completed_at: float | None = None, *,
+               backlog: bool = False) -> None:
         with self._lock:
             if image_id in self._jobs or self._closed:
                 return  # already on its way, or stopping: it stays 'catalogued' for the next start
-            job = self._jobs[image_id] = _Job(image_id, path, sha256, completed_at)
+            job = self._jobs[image_id] = _Job(image_id, path, sha256, completed_at, backlog=backlog)
             self._waiting.append(job)
         self._dispatch()
         self._set_depth()
@@ -133,7 +136,7 @@ class PreprocessPool:
         """Submit images a previous run catalogued but did not preprocess."""
         rows = catalogued_images(self.catalogue)
         for image_id, path, sha256 in rows:
-            self.submit(image_id, path, sha256)
+            self.submit(image_id, path, sha256, backlog=True)
         if rows:
             log.info("resuming preprocessing of %d images left from the last run", len(rows))
         return len(rows)
@@ -241,7 +244,7 @@ class PreprocessPool:
             elif result.flags:
                 log.info("image %d flagged %s (%s)", image_id, ",".join(result.flags), shown(path))
             if self.downstream is not None and status == "preprocessed":
-                self.downstream.submit(image_id, result.crop_path, job.completed_at)
+                self.downstream.submit(image_id, result.crop_path, job.completed_at, backlog=job.backlog)
         except Exception as exc:
             if is_disk_full(exc):  # nothing stored: the image stays 'catalogued' and is taken again
                 self._disk_full(exc)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from xtalwatch.store.catalogue import Db, fetch_rows, writing
 
-__all__ = ["Waiting", "StoredCall", "waiting_for", "classified_ids", "predicted_ids", "insert_predictions", "newest_prediction_labels"]
+__all__ = ["Waiting", "StoredCall", "waiting_for", "classified_ids", "predicted_ids", "insert_predictions",
+           "newest_prediction_labels"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class StoredCall:
     label: str
     confidence: float
     probabilities: Mapping[str, float]
+    uncertain: bool = False  # top probability below classify.uncertain_below
 
 
 def waiting_for(db: Db, model_version: str) -> list[Waiting]:
@@ -57,12 +59,12 @@ def predicted_ids(db: Db, model_version: str, image_ids: Sequence[int]) -> set[i
 
 def insert_predictions(db: Db, calls: Iterable[StoredCall], created_at: float) -> None:
     """Store calls (``created_at`` in Unix seconds); a call already stored for its model version is kept."""
-    rows = [(c.image_id, c.model_version, c.label, c.confidence, json.dumps(dict(c.probabilities)), created_at)
-            for c in calls]
+    rows = [(c.image_id, c.model_version, c.label, c.confidence, json.dumps(dict(c.probabilities)), int(c.uncertain),
+             created_at) for c in calls]
     with writing(db) as conn:
         conn.executemany(
             """INSERT OR IGNORE INTO predictions (image_id, model_version, label, confidence, probabilities,
-               created_at) VALUES (?, ?, ?, ?, ?, ?)""", rows)
+               uncertain, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""", rows)
 
 
 def newest_prediction_labels(db: Db) -> list[tuple[str, str]]:
