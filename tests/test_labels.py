@@ -102,3 +102,50 @@ def test_class_list_is_configurable() -> None:
     assert cfg.classes == ["hit", "miss"]
     with pytest.raises(ValueError):
         ClassifyConfig(classes=["hit"], subclasses=["needles:crystals"])
+
+
+def test_set_label_replaces_per_labeller_and_remove_undoes(tmp_path: Path) -> None:
+    from xtalwatch.store.labels import label_count, labels_of_image, remove_label, set_label
+
+    cat, _ = _catalogue_with_images(tmp_path)
+    try:
+        assert set_label(cat, 1, "clear", "ann", 10.0) is None
+        assert set_label(cat, 1, "crystals", "ann", 11.0) == "clear"  # replaced, not a second row
+        assert set_label(cat, 1, "precipitate", "bob", 12.0) is None  # another labeller: a second label
+        assert label_count(cat) == 2
+        assert labels_of_image(cat, 1) == [{"label": "crystals", "labeller": "ann", "created_at": 11.0},
+                                           {"label": "precipitate", "labeller": "bob", "created_at": 12.0}]
+        assert latest_labels(cat) == {1: "precipitate"}
+        assert remove_label(cat, 1, "bob") == "precipitate"
+        assert remove_label(cat, 1, "bob") is None
+        assert latest_labels(cat) == {1: "crystals"} and label_count(cat) == 1
+        assert labels_of_image(cat, 2) == []
+    finally:
+        cat.close()
+
+
+def test_browser_labels_and_imports_share_the_table(tmp_path: Path) -> None:
+    from xtalwatch.store.labels import label_count, set_label
+
+    cat, files = _catalogue_with_images(tmp_path)
+    try:
+        set_label(cat, 2, "clear", "ann", 5.0)
+        csv = tmp_path / "labels.csv"
+        csv.write_text(f"{files[0]},precipitate,ann\n")
+        assert import_labels(cat, csv, ClassifyConfig()).added == 1
+        assert label_count(cat) == 2 and latest_labels(cat)[2] == "clear"
+    finally:
+        cat.close()
+
+
+def test_sha256_and_crop_paths_by_ids(tmp_path: Path) -> None:
+    from xtalwatch.store.labels import crop_paths_of, sha256_of
+
+    cat, files = _catalogue_with_images(tmp_path)
+    try:
+        shas = sha256_of(cat, [1, 3, 99])
+        assert set(shas) == {1, 3} and len(shas[1]) == 64
+        cat.record_preprocess(1, "hough", [], "/crops/1.png", None, "{}", "preprocessed")
+        assert crop_paths_of(cat, [1, 2]) == {1: "/crops/1.png"}
+    finally:
+        cat.close()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +32,8 @@ from xtalwatch.learn.heads.calibrate import fit_temperature, nll, softmax
 from xtalwatch.learn.heads.serving import Head, fit_head, head_from_state
 from xtalwatch.learn.simclr.encoder import Encoder
 
-__all__ = ["ModelBundle", "NoClassifier", "build_bundle", "map_labels", "calls", "FORMAT"]
+__all__ = ["ModelBundle", "NoClassifier", "build_bundle", "map_labels", "calls", "FORMAT", "read_meta", "load_head",
+           "HeadOnlyBundle"]
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +111,7 @@ class ModelBundle:
     def load(cls, folder: Path) -> ModelBundle:
         """Read a bundle folder (or a symlink to one) written by :meth:`save`; CPU, eval mode."""
         folder = Path(folder)
-        meta_path = folder / "bundle.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{folder}: not a model bundle (no bundle.json)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{folder}: unknown bundle format {meta.get('format')!r}")
+        meta = read_meta(folder)
         enc_state = torch.load(folder / "encoder.pt", map_location="cpu", weights_only=True)
         encoder = Encoder(small_stem=bool(enc_state["small_stem"]))
         encoder.load_state_dict(enc_state["state_dict"])
@@ -125,6 +123,62 @@ class ModelBundle:
                    head=head, temperature=meta["temperature"], channels=meta["channels"], metrics=meta["metrics"],
                    created_at=meta["created_at"], data_fingerprint=meta["data_fingerprint"],
                    train_config=meta["train_config"], encoder_version=meta.get("encoder_version"))
+
+
+def read_meta(folder: Path) -> dict:
+    """A bundle folder's ``bundle.json`` (version, classes, head kind, temperature, encoder_version...),
+    without loading any weights."""
+    meta_path = Path(folder) / "bundle.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder}: not a model bundle (no bundle.json)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{folder}: unknown bundle format {meta.get('format')!r}")
+    meta.setdefault("encoder_version", meta["version"])
+    return meta
+
+
+def load_head(folder: Path) -> Head | None:
+    """A bundle folder's head alone (None when it has none): what scoring cached features needs."""
+    folder = Path(folder)
+    if read_meta(folder)["head"] is None:
+        return None
+    return head_from_state(torch.load(folder / "head.pt", map_location="cpu", weights_only=True))
+
+
+class HeadOnlyBundle:
+    """A new head on an existing bundle's encoder: written as a whole bundle folder whose ``encoder.pt``
+    is a hard link to the parent's (a copy where links cannot be made), so a head re-fitted from labels
+    costs a few kB on disk and no encoder load. Deleting either folder leaves the other whole.
+
+    Args:
+        parent: the bundle folder whose encoder is kept (its ``bundle.json`` gives size, channels,
+            the encoder's version and the parent's metrics).
+        version: the new version; head, classes, temperature: the new head and its calibration;
+        metrics: merged over the parent's (the encoder-level figures, e.g. ``feature_mean``, stay).
+    """
+
+    def __init__(self, parent: Path, *, version: str, head: Head, classes: list[str], temperature: float,
+                 metrics: dict | None = None, data_fingerprint: str = "", created_at: float | None = None):
+        self.parent = Path(os.path.realpath(parent))
+        self.meta = read_meta(self.parent)
+        self.version, self.head, self.classes, self.temperature = version, head, list(classes), float(temperature)
+        self.metrics = {**self.meta.get("metrics", {}), **(metrics or {})}
+        self.data_fingerprint = data_fingerprint
+        self.created_at = time.time() if created_at is None else created_at
+
+    def save(self, folder: Path) -> None:
+        """Write the bundle into ``folder`` atomically; ``folder`` must not exist."""
+        with atomic_dir(Path(folder)) as tmp:
+            try:
+                os.link(self.parent / "encoder.pt", tmp / "encoder.pt")
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(self.parent / "encoder.pt", tmp / "encoder.pt")
+            torch.save(self.head.state(), tmp / "head.pt")
+            meta = {**self.meta, "version": self.version, "classes": self.classes, "temperature": self.temperature,
+                    "head": self.head.kind, "metrics": self.metrics, "created_at": self.created_at,
+                    "data_fingerprint": self.data_fingerprint, "encoder_version": self.meta["encoder_version"]}
+            (tmp / "bundle.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def calls(bundle: ModelBundle, probs: np.ndarray, uncertain_below: float, digits: int = 4) -> list[dict]:

@@ -184,6 +184,14 @@ class ModelRegistry:
             self._update(record)
             return record
 
+    def update_metrics(self, version: str, metrics: dict[str, Any]) -> ModelRecord:
+        """Merge ``metrics`` into a model's recorded metrics (figures known only after it was stored)."""
+        with self._locked():
+            record = self.get(version)
+            record.metrics = {**record.metrics, **metrics}
+            self._update(record)
+            return record
+
     def reject(self, version: str, reason: str) -> ModelRecord:
         """Keep the model, marked rejected with the reason."""
         return self.set_status(version, "rejected", reason)

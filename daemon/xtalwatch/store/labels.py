@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from xtalwatch.store.catalogue import (
 )
 
 __all__ = ["LabelRow", "LabelError", "ImportResult", "parse_csv", "rows_from_imagefolder", "check_rows", "apply",
-           "import_labels", "stored_label", "insert_label", "latest_labels"]
+           "import_labels", "stored_label", "insert_label", "latest_labels", "set_label", "remove_label", "label_count",
+           "labels_of_image", "UnlabelledCall", "unlabelled_calls", "sha256_of", "crop_paths_of"]
 
 
 @dataclass(frozen=True)
@@ -201,3 +203,97 @@ def latest_labels(cat: Db) -> dict[int, str]:
     """
     rows = fetch_rows(cat, "SELECT image_id, label FROM labels ORDER BY created_at, id")
     return {int(r[0]): str(r[1]) for r in rows}
+
+
+def set_label(db: Db, image_id: int, label: str, labeller: str, created_at: float) -> str | None:
+    """Give the image ``label`` from ``labeller`` (one label per image and labeller: a second one replaces
+    the first); returns the label it replaced, or None. ``created_at`` in Unix s.
+
+    The browser's labels land here, in the same table as ``labels import``.
+    """
+    with writing(db) as conn:
+        previous = conn.execute("SELECT label FROM labels WHERE image_id=? AND labeller=?",
+                                (image_id, labeller)).fetchone()
+        conn.execute("INSERT INTO labels (image_id, label, labeller, created_at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT(image_id, labeller) DO UPDATE SET label=excluded.label, "
+                     "created_at=excluded.created_at", (image_id, label, labeller, created_at))
+    return None if previous is None else str(previous[0])
+
+
+def remove_label(db: Db, image_id: int, labeller: str) -> str | None:
+    """Delete ``labeller``'s label of the image (an undo); returns the label removed, or None."""
+    with writing(db) as conn:
+        previous = conn.execute("SELECT label FROM labels WHERE image_id=? AND labeller=?",
+                                (image_id, labeller)).fetchone()
+        conn.execute("DELETE FROM labels WHERE image_id=? AND labeller=?", (image_id, labeller))
+    return None if previous is None else str(previous[0])
+
+
+def label_count(db: Db) -> int:
+    """Labels in the catalogue (every labeller's)."""
+    return int(fetch_value(db, "SELECT COUNT(*) FROM labels"))
+
+
+def labels_of_image(db: Db, image_id: int) -> list[dict]:
+    """Every label of one image, oldest first: ``{label, labeller, created_at}``."""
+    rows = fetch_rows(db, "SELECT label, labeller, created_at FROM labels WHERE image_id=? ORDER BY created_at, id",
+                      (image_id,))
+    return [{"label": r[0], "labeller": r[1], "created_at": float(r[2])} for r in rows]
+
+
+# -- what the review queue and the head re-fit read --------------------------------------------
+@dataclass(frozen=True)
+class UnlabelledCall:
+    """An image nobody has labelled, with its newest call."""
+
+    image_id: int
+    label: str  # the predicted class
+    confidence: float
+    probabilities: dict[str, float]
+    uncertain: bool
+    model_version: str
+    flags: str  # preprocessing's quality flags, comma-separated ('' when none)
+
+
+def unlabelled_calls(db: Db, model_version: str | None = None) -> list[UnlabelledCall]:
+    """The newest call of every image with a crop and no label, oldest image first.
+
+    ``model_version`` keeps only images whose newest call is that model's; None: any model's
+    (a freshly swapped head has re-classified few images yet; the older call still says what
+    the image looks like).
+    """
+    sql = """SELECT p.image_id, p.label, p.confidence, p.probabilities, p.uncertain, p.model_version, pp.flags
+             FROM predictions p
+             JOIN (SELECT image_id, MAX(id) AS id FROM predictions GROUP BY image_id) newest ON newest.id = p.id
+             JOIN preprocess pp ON pp.image_id = p.image_id
+             WHERE pp.crop_path IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.image_id = p.image_id)"""
+    params: tuple = ()
+    if model_version is not None:
+        sql += " AND p.model_version = ?"
+        params = (model_version,)
+    rows = fetch_rows(db, sql + " ORDER BY p.image_id", params)
+    return [UnlabelledCall(int(r[0]), str(r[1]), float(r[2] or 0.0), json.loads(r[3]) if r[3] else {}, bool(r[4]),
+                           str(r[5]), r[6] or "") for r in rows]
+
+
+def _by_ids(db: Db, sql: str, image_ids: list[int]) -> dict[int, str]:
+    """``sql`` (selecting id, value, with one ``{ids}`` placeholder) run over ``image_ids`` in chunks."""
+    out: dict[int, str] = {}
+    ids = [int(i) for i in image_ids]
+    for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters is 999 on old builds
+        chunk = ids[start:start + 900]
+        for r in fetch_rows(db, sql.format(ids=",".join("?" * len(chunk))), chunk):
+            out[int(r[0])] = r[1]
+    return out
+
+
+def sha256_of(db: Db, image_ids: list[int]) -> dict[int, str]:
+    """image id → its content hash (hex sha256), for the images that exist."""
+    return _by_ids(db, "SELECT id, sha256 FROM images WHERE id IN ({ids})", image_ids)
+
+
+def crop_paths_of(db: Db, image_ids: list[int]) -> dict[int, str]:
+    """image id → its model-size crop PNG, for the images that have one."""
+    return _by_ids(db, "SELECT image_id, crop_path FROM preprocess WHERE crop_path IS NOT NULL AND image_id IN ({ids})",
+                   image_ids)
