@@ -1,33 +1,38 @@
-"""The service's web application: ``/metrics``, ``/healthz`` and the status JSON.
+"""The service's web application: ``/metrics``, ``/healthz``, the status JSON, and the review app.
 
 One ASGI app (Starlette) served by uvicorn in a background thread, with prometheus-client's
-ASGI app answering ``/metrics``, so that everything HTTP the service offers lives here. It binds
+ASGI app answering ``/metrics``, so that everything HTTP the service offers lives here; the
+review app's pages (``xtalwatch.review``) are mounted beside them when the service hands over a
+``ReviewContext``. It binds
 to loopback by default (``metrics.host``): the numbers are not secret, but nothing else on the
 network needs to reach the service. Bound elsewhere, ``/metrics`` and ``/healthz`` stay open (a
 scraper and a load balancer need them), while ``/api/status``, which shows the state folder's
-paths, needs a loopback client or the ``metrics.api_token`` bearer token, as any future write
-endpoint will.
+paths, needs a loopback client or the ``metrics.api_token`` bearer token. The review app's writes
+follow their own rule (``review/access.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xtalwatch.observe.metrics import Metrics
+from xtalwatch.review.access import is_loopback
+
+if TYPE_CHECKING:
+    from xtalwatch.review.app import ReviewContext
 
 __all__ = ["allowed", "build_app", "is_loopback", "WebServer"]
 
@@ -49,18 +54,6 @@ class _RawASGI:
         await self._app(scope, receive, send)
 
 
-def is_loopback(host: str | None) -> bool:
-    """True for a client address on this machine (127.0.0.0/8, ::1, or IPv4 mapped into IPv6)."""
-    if not host:
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool((mapped or address).is_loopback)
-
-
 def allowed(request: Request, api_token: str | None) -> bool:
     """The rule for endpoints that show more than numbers: a loopback client, or the bearer token."""
     if is_loopback(request.client.host if request.client else None):
@@ -72,8 +65,10 @@ def allowed(request: Request, api_token: str | None) -> bool:
 
 
 def build_app(metrics: Metrics, status: Callable[[], dict[str, Any]] | None = None,
-              health: Callable[[], list[str]] | None = None, api_token: str | None = None) -> Starlette:
-    """The ASGI app: ``/metrics`` (Prometheus text), ``/healthz`` and ``/api/status`` (JSON).
+              health: Callable[[], list[str]] | None = None, api_token: str | None = None,
+              review: ReviewContext | None = None) -> Starlette:
+    """The ASGI app: ``/metrics`` (Prometheus text), ``/healthz`` and ``/api/status`` (JSON), and with
+    ``review`` the review app's pages, with ``/`` leading to the plate list.
 
     ``status`` is called per request for ``/api/status``, and ``health`` (the reasons the service
     is not working; empty when it is) for ``/healthz``; both run on the web thread, so they must
@@ -83,7 +78,9 @@ def build_app(metrics: Metrics, status: Callable[[], dict[str, Any]] | None = No
     """
     exporter = _RawASGI(make_asgi_app(registry=metrics.registry))
 
-    async def index(request: Request) -> PlainTextResponse:
+    async def index(request: Request) -> Response:
+        if review is not None:
+            return RedirectResponse("/plates", status_code=307)
         return PlainTextResponse("xtalwatch: see /metrics, /healthz and /api/status\n")
 
     async def healthz(request: Request) -> JSONResponse:
@@ -98,13 +95,18 @@ def build_app(metrics: Metrics, status: Callable[[], dict[str, Any]] | None = No
                                           "(metrics.api_token)"}, status_code=403)
         return JSONResponse(status() if status is not None else {})
 
-    return Starlette(routes=[
+    routes: list[BaseRoute] = [
         Route("/", index),
         Route("/healthz", healthz),
         Route("/api/status", api_status),
         Route("/metrics", exporter),
         Route("/metrics/", exporter),
-    ])
+    ]
+    if review is not None:
+        from xtalwatch.review.app import review_routes  # the pages' libraries load only when served
+
+        routes += review_routes(review)
+    return Starlette(routes=routes)
 
 
 class WebServer:
