@@ -440,7 +440,8 @@ class ClassifyConfig(Section):
         "Classes left out rank with the weakest.")
     crystal_classes: list[str] = Field(
         default_factory=lambda: ["crystals"],
-        description="Classes that are crystals: a well moving into one of them from any other is a hit.")
+        description="Classes that are crystals: a well moving into one of them from any other is a hit. With "
+        "classes of your own, set this and outcome_order (names not in classes are dropped from the defaults).")
 
     @property
     def subclass_of(self) -> dict[str, str]:
@@ -464,7 +465,11 @@ class ClassifyConfig(Section):
             raise ValueError(f"subclasses must be 'fine:class' with class one of {self.classes}, got {bad}")
         for key in ("outcome_order", "crystal_classes"):
             unknown = [c for c in getattr(self, key) if c not in self.classes]
-            if unknown:
+            if unknown and key not in self.model_fields_set:
+                # A lab's own classes with the MARCO defaults left in place: keep what applies. (Written
+                # through __dict__: assigning would validate the model again from inside its validator.)
+                self.__dict__[key] = [c for c in getattr(self, key) if c in self.classes]
+            elif unknown:
                 raise ValueError(f"{key} names classes that are not in classes {self.classes}: {unknown}")
         return self
 

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xtalwatch.alerts.checks import HealthChecks
 from xtalwatch.config import Settings
@@ -47,6 +47,9 @@ from xtalwatch.store.lock import StateLock, hold_state_lock
 from xtalwatch.store.maintenance import checkpoint, has_room, is_disk_full
 from xtalwatch.store.paths import shown
 
+if TYPE_CHECKING:  # both load torch: imported in start(), once the signal handlers are in place
+    from xtalwatch.learn.refit import HeadRefitter
+
 __all__ = ["Service"]
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ STARTUP_SCAN_TIMEOUT_SECONDS = 3600.0  # a very large backlog is still taken bef
 LOOP_STUCK_SECONDS = 60.0  # a tick (periodic checks included) takes well under this; longer and /healthz says stuck
 DISK_RETRY_SECONDS = 1.0  # while ingest waits on a full disk, how often to look for room again
 CHECKPOINT_SECONDS = 300.0  # WAL checkpoint(TRUNCATE) this often, so the log's space comes back on a small disk
+FEATURES_SAVE_SECONDS = 600.0  # the feature cache is written this often (and at shutdown), when it changed
 
 
 class Service:
@@ -77,6 +81,7 @@ class Service:
         self.training: TrainingMetrics | None = None
         self.health: HealthChecks | None = None
         self.web: WebServer | None = None
+        self.refitter: HeadRefitter | None = None  # re-fits the head from the review app's labels
         self.state_lock: StateLock | None = None  # held while running: `catalogue restore` waits for it
         self.backups: BackupSchedule | None = None
         self.keepalive = sdnotify.KeepAlive()
@@ -89,6 +94,7 @@ class Service:
         self._disk_warned = False  # one warning per full-disk episode
         self._next_space_check = 0.0
         self._next_checkpoint = 0.0
+        self._next_features_save = time.monotonic() + FEATURES_SAVE_SECONDS
 
     @property
     def catalogue(self) -> Catalogue | None:
@@ -114,10 +120,12 @@ class Service:
         pipeline.preprocess.resume()
         self.scheduler = RetrainScheduler(settings)
         self.scheduler.start()
+        from xtalwatch.learn.refit import HeadRefitter
+
+        self.refitter = HeadRefitter(settings, pipeline.catalogue, pipeline.features)
+        self.refitter.start()
         if settings.metrics.enabled:
-            self.web = WebServer(build_app(self.metrics, self.status_summary, self.health_problems,
-                                           settings.metrics.api_token), settings.metrics.host, settings.metrics.port)
-            self.web.start()
+            self._start_web(pipeline)
         self.ingest = IngestQueue(pipeline.ingestor, settings.ingest.queue_size, self.metrics,
                                   on_disk_full=self._on_disk_full)
         self.ingest.start()
@@ -131,6 +139,26 @@ class Service:
         self.ready.set()
         log.info("ready: start-up scan done, %d files pending", len(self.tracker))
         sdnotify.ready(f"watching {settings.watch.dir}")
+
+    def _start_web(self, pipeline: Pipeline) -> None:
+        """Serve /metrics, /healthz, /api/status and the review app; hit alerts link to its plate pages."""
+        from xtalwatch.review.app import ReviewContext
+
+        settings = self.settings
+        classify = pipeline.classify
+        review = ReviewContext(settings=settings, state_dir=settings.state.dir, catalogue=pipeline.catalogue,
+                               features=pipeline.features, refitter=self.refitter,
+                               serving_version=lambda: classify.version if classify is not None else None,
+                               health=self.health_problems, metrics=self.metrics, bound_host=settings.metrics.host)
+        self.web = WebServer(build_app(self.metrics, self.status_summary, self.health_problems,
+                                       settings.metrics.api_token, review=review),
+                             settings.metrics.host, settings.metrics.port)
+        self.web.start()
+        base = (settings.web.public_url or self.web.url).rstrip("/")
+        if pipeline.hits is not None:
+            pipeline.hits.link_base = base
+        # The base URL alone: log lines redact every URL's path (a webhook's path can hold its secret).
+        log.info("review app: open %s in a browser (plates, wells, hits, models; the review queue at /review)", base)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT or ``request_stop()``; returns the exit status (1 after a forced exit)."""
@@ -182,6 +210,10 @@ class Service:
             pipeline.preprocess.shutdown()
         if pipeline is not None and pipeline.classify is not None:
             pipeline.classify.stop()
+        if self.refitter is not None:
+            self.refitter.stop()
+        if pipeline is not None:
+            self._save_features(pipeline)
         if self.scheduler is not None:
             self.scheduler.shutdown(timeout=0.1 if self.force_exit.is_set() else max(1.0, deadline - time.monotonic()))
         if pipeline is not None and pipeline.alerts is not None:
@@ -250,6 +282,9 @@ class Service:
         elif not self._disk_full:
             self._disk_warned = False  # the episode is over: a new one warns again
             self._checkpoint_now_and_then()
+            if self.pipeline is not None and time.monotonic() >= self._next_features_save:
+                self._next_features_save = time.monotonic() + FEATURES_SAVE_SECONDS
+                self._save_features(self.pipeline)
             if self.backups is not None:
                 self.backups.maybe_run()
         try:
@@ -329,6 +364,16 @@ class Service:
             if not is_disk_full(exc):
                 raise
             self._on_disk_full("resume", exc)
+
+    def _save_features(self, pipeline: Pipeline) -> None:
+        """Keep the cached encoder features across a restart; a failure only costs embedding them again."""
+        try:
+            pipeline.features.save()
+        except Exception as exc:
+            if is_disk_full(exc):
+                self._on_disk_full("feature cache", exc)
+            else:
+                log.warning("feature cache not saved: %s: %s", type(exc).__name__, exc)
 
     def _checkpoint_now_and_then(self) -> None:
         now = time.monotonic()

@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics-port", type=int, default=9108, metavar="N", help="0 picks a free port")
     parser.add_argument("--fresh", action="store_true", help="delete DIR first")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep the service and its review app running after the demo, until Ctrl-C")
+    parser.add_argument("--no-browser", action="store_true",
+                        help="do not open the review app in a web browser (it is only opened where there is a display)")
     parser.set_defaults(func=run)
 
 
@@ -38,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(out=args.out, plates=args.plates, wells=args.wells, drops=args.drops,
                           inspections=args.inspections, layout=args.layout, size=(width, height), rate=args.rate,
                           seed=args.seed, metrics_port=args.metrics_port, fresh=args.fresh,
-                          label_fraction=args.label_fraction, train_steps=args.train_steps)
+                          label_fraction=args.label_fraction, train_steps=args.train_steps, serve=args.serve,
+                          open_browser=not args.no_browser)
     return run_demo(options)

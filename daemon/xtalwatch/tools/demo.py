@@ -61,6 +61,8 @@ class DemoOptions:
     train_steps: int = 120
     metrics_port: int = 9108
     fresh: bool = False
+    serve: bool = False  # keep the service (and its review app) up after the summary, until Ctrl-C
+    open_browser: bool = True  # open the review app where there is a display to open it on
 
 
 def _free(port: int) -> int:
@@ -119,7 +121,11 @@ def run_demo(options: DemoOptions) -> int:
     print(f"xtalwatch demo: {total} synthetic images ({options.plates} plates x {options.wells} wells x "
           f"{options.drops} drops x {options.inspections} inspections) at {options.rate:g}/s into {imager}")
     if service.web is not None:
-        print(f"  metrics: http://127.0.0.1:{service.web.port}/metrics   state: {state}")
+        review = f"http://127.0.0.1:{service.web.port}"
+        print(f"  review app: {review}/plates  (open it now: plates fill in as the imager writes them)")
+        print(f"  metrics: {review}/metrics   state: {state}")
+        if options.open_browser:
+            _open_in_browser(f"{review}/plates")
     stop = threading.Event()
     labels_csv = out / "labels.csv"
     imager_thread = threading.Thread(
@@ -129,10 +135,18 @@ def run_demo(options: DemoOptions) -> int:
                                     seed=options.seed, labels=labels_csv, rate=options.rate, stop=stop,
                                     balance="dark=0.3"))
     imager_thread.start()
+    summarised = False
     try:
         _play_the_lab(service, settings, labels_csv, per_inspection, options)
         imager_thread.join()
         _wait_until_caught_up(service, timeout=600)
+        if options.serve and service.web is not None:
+            _print_summary(state, out, options.wells, labels_csv, settings, options.label_fraction)
+            summarised = True
+            print(f"\nxtalwatch demo: serving the review app at http://127.0.0.1:{service.web.port}/plates "
+                  "until Ctrl-C (label at /review)")
+            while service_thread.is_alive():
+                service_thread.join(timeout=1.0)
     except KeyboardInterrupt:
         print("\nxtalwatch demo: interrupted; stopping cleanly", file=sys.stderr)
     finally:
@@ -140,8 +154,22 @@ def run_demo(options: DemoOptions) -> int:
         service.request_stop()
         service_thread.join(timeout=120)
         imager_thread.join(timeout=30)
-    _print_summary(state, out, options.wells, labels_csv, settings, options.label_fraction)
+    if not summarised:
+        _print_summary(state, out, options.wells, labels_csv, settings, options.label_fraction)
     return 0
+
+
+def _open_in_browser(url: str) -> None:
+    """Open ``url`` in the desktop's browser; on a server without a display, only the printed link is left."""
+    import os
+    import webbrowser
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+        return
+    try:
+        webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        pass
 
 
 def _catalogued(service: Service) -> int:
