@@ -65,18 +65,27 @@ def main() -> None:
              ("retrain/", "usable crops + labels →\nSimCLR → head → gate"),
              ("registry.py", "versions; `current`\nswitched atomically"),
              ("training_metrics.py", "metrics from the\nruns' outcome events")]
-    lx = [0.3, 3.35, 6.4, 9.45]
+    lx = [0.3, 2.85, 5.4, 7.95]
+    width = 2.3
     for x, (name, lines) in zip(lx, learn, strict=True):
-        box(ax, x, 0.65, 2.6, 1.25, name, lines, LEARN)
-    arrow(ax, (lx[0] + 2.6, 1.25), (lx[1], 1.25))
-    arrow(ax, (lx[1] + 2.6, 1.25), (lx[2], 1.25))
+        box(ax, x, 0.65, width, 1.25, name, lines, LEARN)
+    arrow(ax, (lx[0] + width, 1.25), (lx[1], 1.25))
+    arrow(ax, (lx[1] + width, 1.25), (lx[2], 1.25))
+
+    # the review app, beside /metrics: pages read the store; a label re-fits the head in seconds
+    box(ax, 10.45, 0.65, 2.35, 1.25, "review/  (web app)",
+        "plates, wells, hits;\nlabel → refit.py →\nnew head, promoted", LIFE)
+    arrow(ax, (10.1, 3.05), (10.9, 1.9), "pages read", at=(10.55, 2.55))
+    arrow(ax, (11.6, 0.65), (lx[2] + 1.6, 0.65), rad=-0.18)
+    ax.text(10.0, 0.45, "head-only version, promoted", ha="center", va="center", fontsize=7.5, color="#333",
+            style="italic")
     arrow(ax, (lx[1] + 0.5, 3.05), (lx[1] + 0.5, 1.9), "crops, labels")
-    arrow(ax, (lx[1] + 2.1, 1.9), (lx[1] + 2.1, 3.05), "outcome\nevent")
+    arrow(ax, (lx[1] + 1.9, 1.9), (lx[1] + 1.9, 3.05), "outcome\nevent")
     arrow(ax, (lx[3] + 0.5, 3.05), (lx[3] + 0.5, 1.9), "events")
-    arrow(ax, (lx[2] + 2.3, 1.9), (xs[3] + 1.6, 5.25), "hot swap\nbetween\nbatches", rad=0.3, at=(8.45, 2.55))
+    arrow(ax, (lx[2] + 2.0, 1.9), (xs[3] + 1.6, 5.25), "hot swap\nbetween\nbatches", rad=0.3, at=(7.35, 2.6))
 
     # the life cycle
-    ax.text(0.3, 0.1, "service.py starts the stages in this order and stops them in order;  "
+    ax.text(0.3, -0.05, "service.py starts the stages in this order and stops them in order;  "
                        "stages/pipeline.py builds the chain for the service and `xtalwatch ingest`",
             ha="left", va="bottom", fontsize=8, color="#444")
     save_figure(fig, OUT)

@@ -215,7 +215,7 @@ class HeadRefitter:
         result.accuracy, result.serving_accuracy = cand.accuracy, serv.accuracy
         steps["gate"] = time.monotonic() - tick
 
-        # -- register: promoted with the head fitted on every label, or kept as rejected --------------
+        # -- register the gated head: promoted, or kept as rejected with the gate's reason ------------
         head = candidate
         tick = time.monotonic()
         version = new_version()
