@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import statistics
@@ -109,6 +110,7 @@ def main() -> int:
     counts = totals(cat)
     metrics = Metrics(process_collectors=False)
     app = build_app(metrics, review=ReviewContext(settings=settings, state_dir=state, catalogue=cat, metrics=metrics))
+    gc.freeze()  # as the service does once started: long-lived objects out of the collector's full passes
     big = plate_by_barcode(cat, BIG)
     assert big is not None, f"{state} holds no plate {BIG}: use an empty --state"
     big_well = next(i for i, name in plate_wells(cat, big["id"]).items() if name == "P24")
