@@ -27,3 +27,13 @@ def test_redact_urls_in_text_keeps_the_punctuation_around_them() -> None:
     text = "POST https://h.example/a/b?t=1: HTTP 500 (see http://u:p@h2.example/x), and 'https://h3.example/y'."
     assert redact_urls(text) == "POST https://h.example/…: HTTP 500 (see http://h2.example/…), and 'https://h3.example/…'."
     assert redact_urls("no url here: 127.0.0.1:9108") == "no url here: 127.0.0.1:9108"
+
+
+def test_the_review_apps_page_links_stay_readable_in_logs() -> None:
+    """A plate summary's link names a plate page; a webhook's secret path is still hidden."""
+    assert redact_urls("plate B1234: 3 wells — http://imager:9108/plates/B1234") == \
+        "plate B1234: 3 wells — http://imager:9108/plates/B1234"
+    assert redact_urls("see http://imager:9108/wells/17 and http://imager:9108/review") == \
+        "see http://imager:9108/wells/17 and http://imager:9108/review"
+    assert redact_urls("https://hooks.example/plates/B1/T0K3N") == "https://hooks.example/…"
+    assert redact_urls("http://imager:9108/plates/B1?token=x") == "http://imager:9108/…"

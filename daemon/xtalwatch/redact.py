@@ -16,6 +16,8 @@ __all__ = ["PUBLIC_PATHS", "REDACTED", "redact_url", "redact_urls"]
 REDACTED = "…"
 # The service's own endpoints: naming them hides nothing ("serving /metrics on http://host:9108/metrics").
 PUBLIC_PATHS = frozenset({"/metrics", "/healthz", "/api/status"})
+# The review app's pages, which hit alerts link to ("plate B1234: 12 wells with crystals — http://…/plates/B1234").
+_PUBLIC_PAGE = re.compile(r"/(plates|wells|hits|review|models|health)(/[\w.-]+)?/?")
 
 # Up to the first character that cannot be part of a URL in a log line.
 _URL = re.compile(r"https?://[^\s'\"<>]+?(?=[.,;:!?)\]]*(?:[\s'\"<>]|$))", re.IGNORECASE)
@@ -36,7 +38,7 @@ def redact_url(url: str) -> str:
     if parts.username is None and not parts.query and not parts.fragment:
         if parts.path in ("", "/"):
             return f"{parts.scheme}://{netloc}"
-        if parts.path in PUBLIC_PATHS:
+        if parts.path in PUBLIC_PATHS or _PUBLIC_PAGE.fullmatch(parts.path):
             return f"{parts.scheme}://{netloc}{parts.path}"
     return f"{parts.scheme}://{netloc}/{REDACTED}"
 
