@@ -5,15 +5,21 @@ Method (all on a copy whose long side is ``WORK_SIDE`` pixels):
 1. **Well**: the bright region that holds the frame's centre, after an Otsu threshold of the
    blurred grey, with its holes filled and replaced by its convex hull (wells are convex; a dark
    drop edge touching the wall must not bite into it). Its shape is read from how well it fills
-   its minimum-area rectangle (square/rectangular) or enclosing circle (round). No such region,
-   or one filling nearly the whole frame, means the well is the frame.
+   its minimum-area rectangle (square/rectangular) or enclosing circle (round). A well the frame
+   edge cuts may miss the centre: then the largest solid bright region on the frame border is
+   the well, and its shape is fitted to its outline inside the frame. No such region, or one
+   filling nearly the whole frame, means the well is the frame.
 2. **Drop**: edges inside the (slightly shrunk) well, from the largest per-channel gradient, so a
    colour-only boundary counts and a smooth polariser gradient does not. The non-edge regions
    split the well into pieces; the piece touching the well wall the most is the empty well
    floor. What remains (edges and enclosed pieces) is the drop; its largest blob, plus blobs
    of comparable size, gives the box. A drop that touches the wall still works, because it
-   is the floor, not the drop, that must be enclosed.
-3. **Fallback**: drop → well → centre, recorded in ``method`` with the reason in ``note``.
+   is the floor, not the drop, that must be enclosed. Pieces hugging the wall (shadows) are
+   left out; thin pieces of the drop's rim nearby are taken in and kept (a faint rim the
+   floor leaked past still outlines the drop); on an even floor, the region of the drop's
+   own shade is added (a pale drop with no rim to speak of).
+3. **Fallback**: drop → well → centre, recorded in ``method`` with the reason in ``note``
+   (and the ``no_drop_found`` flag, in ``quality``).
 """
 
 from __future__ import annotations
@@ -44,8 +50,20 @@ _GAP_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
 _SAME_FLOOR = 8.0  # grey levels; a floor piece's mean colour is this close to the floor's
 _RIM_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 # px around the well's box searched for the drop: more than the longest reach of a filter chain
-# past the well (Gaussian + Sobel 5 px, closing 8, gap dilation 3, wall reach 2 % + 1 of the side).
+# past the well (Gaussian + Sobel 5 px, closing 8, gap dilation 3, wall reach 2 % + 1 of the side;
+# the shade blur reaches 8 px).
 _ROI_PAD = 16
+# Pieces of a drop's own rim (px at working scale): at least this big, at most this far from the drop,
+# taken in over this many rounds (each round reaches one arc further along a broken rim).
+_RIM_PIECE, _RIM_REACH, _RIM_STEPS = 30, 4, 3
+# A piece differing from the floor's shade by this many times the floor's own spread, and by at least
+# this many grey levels, is drop (on a 2.5 px blur).
+_SHADE_K, _SHADE_MIN = 4.0, 8.0
+_EVEN_FLOOR = 5.0  # grey levels: the most a floor's median distance from its shade along the wall may be
+_HUG_FRACTION = 0.8  # of a piece's pixels in the band along the wall: a wall shadow, not drop
+# A well cut by the frame edge is taken only if its floor fills this much of its hull (a solid region,
+# not a ring of plate around something): the floor less a drop of up to about half the well.
+_CUT_SOLIDITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,30 @@ def _well_shape(contour: np.ndarray) -> WellShape:
     if circle_fill >= 0.7:
         return "round"
     return "irregular"
+
+
+def _cut_well_shape(mask: np.ndarray) -> WellShape:
+    """Shape of a well the frame edge cuts: a circle fitted to its outline inside the frame only.
+
+    The straight cut along the frame border is left out (it is the frame's, not the well's);
+    the rest fits a circle (Kasa's algebraic least squares) to within 3 % of its radius when the
+    well is round. Otherwise the cut outline is named like a whole one.
+    """
+    h, w = mask.shape
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    points = np.concatenate(contours).reshape(-1, 2).astype(np.float64)
+    x, y = points[:, 0], points[:, 1]
+    inner = (x > 1) & (y > 1) & (x < w - 2) & (y < h - 2)
+    # Mostly frame border (a bright field filling the frame) is no cut circle, whatever fits.
+    if inner.sum() >= max(20, 0.5 * inner.size):
+        x, y = x[inner], y[inner]
+        # x² + y² = a x + b y + c, so the centre is (a/2, b/2) and r² = c + (a² + b²)/4.
+        a, b, c = np.linalg.lstsq(np.stack([x, y, np.ones_like(x)], 1), x * x + y * y, rcond=None)[0]
+        cx, cy = a / 2, b / 2
+        radius = np.sqrt(max(c + cx * cx + cy * cy, 0.0))
+        if radius > 0 and np.sqrt(np.mean((np.hypot(x - cx, y - cy) - radius) ** 2)) < 0.03 * radius:
+            return "round"
+    return _well_shape(cv2.convexHull(points.astype(np.int32)))
 
 
 def _gradient(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -160,14 +202,24 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     floor = cv2.bitwise_and(bright, cv2.bitwise_not(barrier))
     count, labels, areas = _components(floor, 4)
     best_hull, best_area = None, 0.0
+    cut_hull, cut_area = None, 0.0
     centre = (w / 2.0, h / 2.0)
+    on_border = np.zeros(count, bool)
+    on_border[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
     for label in 1 + np.flatnonzero(areas[1:] >= 0.02 * h * w):
         hull = _component_hull(labels, label)
         area = cv2.contourArea(hull)
+        if not 0.12 * h * w <= area <= 0.9 * h * w:
+            continue
         # The well is the largest convex region around the frame centre that is not the whole frame;
         # a drop interior is enclosed by the floor's hull, so the floor wins.
-        if 0.12 * h * w <= area <= 0.9 * h * w and area > best_area and cv2.pointPolygonTest(hull, centre, False) >= 0:
+        if area > best_area and cv2.pointPolygonTest(hull, centre, False) >= 0:
             best_hull, best_area = hull, area
+        # A well cut by the frame edge may miss the centre: keep the largest solid region on the border.
+        elif on_border[label] and area > cut_area and areas[label] >= _CUT_SOLIDITY * area:
+            cut_hull, cut_area = hull, area
+    if best_hull is None:
+        best_hull = cut_hull
     if best_hull is None:
         return whole, "frame"
     mask = np.zeros((h, w), np.uint8)
@@ -175,8 +227,6 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
     # A drop at the wall, ringed by its own rim, is a separate bright piece next to the floor:
     # take in pieces that touch the floor's hull but not the frame's border (the plate does).
     # Per label, in bulk: pixels next to the hull, and pixels inside it.
-    on_border = np.zeros(count, bool)
-    on_border[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
     take = ~on_border & (areas >= 0.005 * h * w)
     take[0] = False
     if take.any():  # usually not: skip the two per-label counts
@@ -191,7 +241,8 @@ def _find_well(grey: np.ndarray) -> tuple[np.ndarray, WellShape]:
         if cv2.contourArea(hull) <= 0.9 * h * w:
             best_hull = hull
             cv2.fillConvexPoly(mask, best_hull, 255)
-    return mask, _well_shape(best_hull)
+    cut = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+    return mask, _cut_well_shape(mask) if cut else _well_shape(best_hull)
 
 
 def _edges(small: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -269,12 +320,21 @@ def _find_drop_in(small: np.ndarray, well: np.ndarray, shrink: int) -> tuple[np.
     if count <= 1:
         return None, "nothing but floor inside the well"
     areas = areas[1:]
-    biggest = float(areas.max())
-    keep = 1 + np.flatnonzero(areas >= 0.2 * biggest)
+    # Shadows and reflections hugging the wall are not drop: a piece lying almost all in a band
+    # along the search area's edge is left out (a drop at the wall reaches in from it).
+    near_wall = _near_wall(inside, shrink)
+    hugging = _hugging_wall(near_wall, labels, count)
+    ranked = np.where(hugging, 0, areas) if not hugging.all() else areas
+    biggest = float(ranked.max())
+    keep = 1 + np.flatnonzero(ranked >= 0.2 * biggest)
     drop = _select(labels, count, keep)
+    drop = _take_in_rim(drop, labels, count, areas)
+    drop = cv2.bitwise_or(drop, _shaded_part(small, inside, floor_mask, drop, near_wall))
     area = cv2.countNonZero(drop)
-    # Thresholded gradients reach past the true rim by about the blur width: take that back.
-    drop = cv2.erode(drop, _RIM_KERNEL)
+    # Thresholded gradients reach past the true rim by about the blur width: take that back, but
+    # from solid parts only. A faint drop's rim is often a thin arc the floor leaked past; eroding
+    # it would lose the part of the drop it outlines.
+    drop = cv2.bitwise_or(cv2.erode(drop, _RIM_KERNEL), cv2.subtract(drop, cv2.morphologyEx(drop, cv2.MORPH_OPEN, _RIM_KERNEL)))
     # A drop that reaches the shrunk search area's edge touches the wall: give it back the band
     # between the search area and the wall that was left out to avoid the wall's own edges.
     band = cv2.subtract(well, inside)
@@ -287,6 +347,97 @@ def _find_drop_in(small: np.ndarray, well: np.ndarray, shrink: int) -> tuple[np.
     if area > _MAX_DROP_FRACTION * inside_area:
         return None, "drop candidate fills the well"
     return drop, ""
+
+
+def _near_wall(inside: np.ndarray, shrink: int) -> np.ndarray:
+    """Boolean mask of the search area's pixels within ``2 * shrink`` px of its edge."""
+    # Zero-padded so the frame's own border counts as a wall where the frame is the well.
+    padded = cv2.copyMakeBorder(inside, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1] <= 2 * shrink
+
+
+def _hugging_wall(near_wall: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Per label from 1: whether ``_HUG_FRACTION`` of its pixels are in ``near_wall``."""
+    total = np.bincount(labels.ravel(), minlength=count)[1:]
+    close = np.bincount(labels[near_wall & (labels > 0)], minlength=count)[1:]
+    return close >= _HUG_FRACTION * np.maximum(total, 1)
+
+
+def _hist_median(image: np.ndarray, mask: np.ndarray) -> int:
+    """Median of a uint8 single-channel image under a uint8 mask, from its histogram (no sort)."""
+    counts = cv2.calcHist([image], [0], mask, [256], [0, 256]).ravel().cumsum()
+    return int(np.searchsorted(counts, counts[-1] / 2.0))
+
+
+def _distance_from(blur: np.ndarray, shade: list[int]) -> np.ndarray:
+    """uint8 image of the largest per-channel absolute difference from ``shade``."""
+    planes = [blur] if blur.ndim == 2 else cv2.split(blur)
+    distance = cv2.absdiff(planes[0], float(shade[0]))
+    for plane, value in zip(planes[1:], shade[1:], strict=True):
+        distance = cv2.max(distance, cv2.absdiff(plane, float(value)))
+    return distance
+
+
+def _wall_spread(blur: np.ndarray, wall: np.ndarray) -> tuple[list[int], np.ndarray, int]:
+    """The floor's shade along the wall (median per channel), every pixel's distance from it, and
+    the spread: the median distance along the wall."""
+    planes = [blur] if blur.ndim == 2 else cv2.split(blur)
+    shade = [_hist_median(plane, wall) for plane in planes]
+    distance = _distance_from(blur, shade)
+    return shade, distance, _hist_median(distance, wall)
+
+
+def _shaded_part(small: np.ndarray, inside: np.ndarray, floor: np.ndarray, drop: np.ndarray,
+                 near_wall: np.ndarray) -> np.ndarray:
+    """The pieces of the well that differ in shade from its floor and overlap the drop found from edges.
+
+    A pale drop with a faint, broken outline lets the floor leak into it, so the edges give only
+    its textured part; on a floor as even as a Rigaku well's, the drop's own shade finds the rest.
+    The floor's colour is read along the wall, where the floor is; a piece differs from it by more
+    than ``_SHADE_K`` times the spread there (at least ``_SHADE_MIN`` levels in some channel).
+    Only on an even floor: on a polariser's colour ramp or under vignetting nothing is added.
+    """
+    wall = cv2.subtract(inside, cv2.erode(inside, np.ones((9, 9), np.uint8)))
+    # An uneven floor (vignetting, a polariser's ramp, a noisy sensor) is not one shade: parts of it
+    # would pass for drop. Uneven along the wall, or in the middle unlike at the wall: nothing added.
+    # First a cheap look (two 5 px box blurs, a fifth of the Gaussian's cost) with a 2x margin:
+    # most colour frames stop here.
+    if _wall_spread(cv2.blur(cv2.blur(small, (5, 5)), (5, 5)), wall)[2] > 2 * _EVEN_FLOOR:
+        return np.zeros_like(inside)
+    _, distance, spread = _wall_spread(cv2.GaussianBlur(small, (0, 0), 2.5), wall)
+    if spread > _EVEN_FLOOR:
+        return np.zeros_like(inside)
+    threshold = max(_SHADE_K * spread, _SHADE_MIN)
+    if _hist_median(distance, floor) > threshold:
+        return np.zeros_like(inside)
+    shaded = cv2.bitwise_and(cv2.compare(distance, threshold, cv2.CMP_GT), inside)
+    shaded = cv2.morphologyEx(shaded, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    count, labels = cv2.connectedComponents(shaded, connectivity=8)
+    if count <= 1:
+        return shaded
+    overlap = np.bincount(labels[drop > 0], minlength=count)[1:]
+    chosen = (overlap > 0) & ~_hugging_wall(near_wall, labels, count)
+    return _select(labels, count, 1 + np.flatnonzero(chosen))
+
+
+def _take_in_rim(drop: np.ndarray, labels: np.ndarray, count: int, areas: np.ndarray) -> np.ndarray:
+    """The drop grown by the pieces of its own rim next to it.
+
+    A faint rim with a gap wider than the edge closing lets the floor leak into the drop: what
+    is left as drop is only its darker or textured part, and the rest of the rim lies beside it
+    as separate thin arcs, too small against the biggest blob to be kept. Arcs of at least
+    ``_RIM_PIECE`` px within ``_RIM_REACH`` of the drop, and arcs next to those, are taken in.
+    """
+    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _RIM_REACH + 1, 2 * _RIM_REACH + 1))
+    candidate = areas >= _RIM_PIECE
+    for _ in range(_RIM_STEPS):
+        hit = np.bincount(labels[cv2.dilate(drop, near) > 0], minlength=count)[1:]
+        grown = _select(labels, count, 1 + np.flatnonzero(candidate & (hit > 0)))
+        grown = cv2.bitwise_or(grown, drop)
+        if np.array_equal(grown, drop):
+            break
+        drop = grown
+    return drop
 
 
 def _to_frame(box: Box, scale: float, width: int, height: int) -> Box:
