@@ -69,3 +69,21 @@ def pool_job(pool: PreprocessPool, image_id: int, path: str) -> Any:
     with pool._lock:
         pool._jobs[image_id] = job
     return job
+
+
+def test_a_frame_whose_drop_was_not_found_but_whose_well_was_is_still_classified() -> None:
+    """The well crop gets a call (it keeps its flag, so the call never decides the well); other flags do not."""
+    from xtalwatch.preprocess.pipeline import PreprocessResult
+    from xtalwatch.stages.preprocess import status_for
+
+    def result(flags: list[str], method: str | None, error: str | None = None) -> PreprocessResult:
+        done = PreprocessResult("frame.jpg", "0" * 64)
+        done.flags, done.method, done.error = flags, method, error
+        return done
+
+    assert status_for(result([], "drop")) == "preprocessed"
+    assert status_for(result(["no_drop_found"], "well")) == "preprocessed"
+    assert status_for(result(["no_drop_found"], "centre")) == "flagged"
+    assert status_for(result(["no_drop_found", "too_dark"], "well")) == "flagged"
+    assert status_for(result(["too_dark"], "drop")) == "flagged"
+    assert status_for(result([], None, error="truncated")) == "failed"

@@ -57,10 +57,17 @@ class PreprocessedCrops(Protocol):
 
 
 def status_for(result: PreprocessResult) -> str:
-    """The catalogue status an image takes after preprocessing."""
+    """The catalogue status an image takes after preprocessing: ``preprocessed`` ones are classified.
+
+    A frame whose drop was not found but whose well was still gets a call on the well crop: an
+    empty-looking well is often a clear drop, and a faint one is in the crop. Its ``no_drop_found``
+    flag is kept, so the call never decides the well's outcome and the review queue shows it.
+    """
     if result.error:
         return "failed"
-    return "flagged" if result.flags else "preprocessed"
+    if not result.flags or (set(result.flags) == {"no_drop_found"} and result.method == "well"):
+        return "preprocessed"
+    return "flagged"
 
 
 def _timed_preprocess(path: str, cfg: PreprocessConfig, max_pixels: int, out_dir: str,
