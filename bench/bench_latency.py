@@ -38,7 +38,7 @@ SUBCLASSES = ["needles:crystals", "plates:crystals", "prisms:crystals", "microcr
 def train_first_model(root: Path, size: tuple[int, int]) -> Path:
     imager, state = root / "train-imager", root / "state"
     rows = generate_plates(imager, plates=1, layout="export", wells=96, drops=1, inspections=1, size=size, seed=1,
-                           labels=root / "train_labels.csv")
+                           labels=root / "train_labels.csv", balance="even")
     settings = load_settings(None, {"state.dir": state, "watch.dir": imager, "train.image_size": 32,
                                     "train.small_stem": False, "train.batch_size": 32, "train.max_steps": 30,
                                     "train.min_images": 20, "classify.subclasses": SUBCLASSES})
@@ -75,7 +75,7 @@ def main() -> int:
         print(f"rendering {n} frames of {size[0]}x{size[1]} ...", file=sys.stderr)
         frames = root / "frames"
         rows = generate_plates(frames, plates=max(1, n // 96 + 1), layout="export", wells=96, drops=1,
-                               inspections=1, size=size, seed=2, write_labels=False)[:n]
+                               inspections=1, size=size, seed=2, write_labels=False, balance="even")[:n]
         watch = root / "watch"
         watch.mkdir()
         settings = load_settings(None, {"watch.dir": watch, "state.dir": state, "metrics.port": 0,

@@ -108,7 +108,7 @@ def main() -> int:
             print(f"rendering {n} frames of {size[0]}x{size[1]} ...", file=sys.stderr)
             rows = [r.path for r in generate_plates(frames, plates=max(1, n // 96 + 1), layout="export", wells=96,
                                                     drops=1, inspections=1, size=size, seed=3,
-                                                    write_labels=False)[:n]]
+                                                    write_labels=False, balance="even")[:n]]
         watch = root / "watch"
         watch.mkdir()
         port = _free_port()

@@ -35,7 +35,7 @@ def _cpu_ms_per_image(count: int, width: int, height: int) -> float:
     from xtalwatch.tools.synth.generate import _encoded, plan_jobs
 
     cv2.setNumThreads(1)
-    jobs = plan_jobs(plates=1, layout="export", wells=96, drops=3, size=(width, height), seed=1)[:count]
+    jobs = plan_jobs(plates=1, layout="export", wells=96, drops=3, size=(width, height), seed=1, balance="even")[:count]
     _encoded(jobs[0])
     start = time.process_time()
     for job in jobs:
@@ -56,7 +56,8 @@ def main() -> None:
     try:
         start = time.perf_counter()
         rows = generate_plates(root / "synth", plates=plates, layout=args.layout, wells=96, drops=3,
-                               inspections=1, size=(width, height), seed=0, workers=args.workers)
+                               inspections=1, size=(width, height), seed=0, workers=args.workers,
+                               balance="even")  # every class, as the recorded figures had
         synth_rate = len(rows) / (time.perf_counter() - start)
         base_rate = _baseline(root / "baseline", len(rows), width, height)
     finally:

@@ -9,7 +9,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from xtalwatch.tools.synth import CLASSES, generate_plates, is_allowed, parse_balance, plan_jobs, render_drop
+from xtalwatch.tools.synth import (
+    CLASSES,
+    MIXES,
+    generate_plates,
+    is_allowed,
+    parse_balance,
+    parse_mix,
+    plan_jobs,
+    render_drop,
+)
 from xtalwatch.tools.synth.crystals import content_transmission
 from xtalwatch.tools.synth.layouts import make_plates, relpath
 from xtalwatch.tools.synth.render import drop_region
@@ -171,3 +180,52 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
     assert len(a) == 24 * 2 * 2 and a == b
     assert (tmp_path / "a_labels.csv").read_bytes() == (tmp_path / "b_labels.csv").read_bytes()
     assert set(a.values()).isdisjoint(c.values())
+
+
+# ---------------------------------------------------------------- mixes
+
+def _crystalline(label: str) -> bool:
+    return label in {"microcrystals", "needles", "plates", "prisms"}
+
+
+def test_the_default_mix_is_a_screens() -> None:
+    """Most drops stay clear or precipitate; a few percent crystallise, never by the first inspection."""
+    jobs = plan_jobs(plates=4, layout="export", wells=96, drops=1, inspections=3, size=(32, 32), seed=3)
+    drops: dict[tuple[str, str], list[str]] = {}
+    for job in jobs:
+        drops.setdefault((job.row.plate, job.row.well), []).append(job.state)
+    hit = [states for states in drops.values() if any(map(_crystalline, states))]
+    assert 0.03 <= len(hit) / len(drops) <= 0.12, len(hit)
+    assert not any(_crystalline(j.state) for j in jobs if j.row.inspection == 1)
+    assert any(states[1:] == ["microcrystals", s] for states in hit for s in ("needles", "plates", "prisms"))
+    labels = Counter(j.row.label for j in jobs)
+    assert labels["clear"] + labels["precipitate"] > 0.85 * len(jobs)
+    assert 0.01 <= labels["dark"] / len(jobs) <= 0.06, labels["dark"]
+    # An ImageFolder is a classification set: every class, about evenly.
+    folder = Counter(j.row.label for j in plan_jobs(plates=1, layout="export", wells=96, drops=3, seed=3,
+                                                    imagefolder=True))
+    assert set(folder) == set(CLASSES) and min(folder.values()) > 20
+
+
+def test_a_named_mix_starts_a_balance() -> None:
+    assert parse_mix(None) == parse_mix("screen") == MIXES["screen"]
+    assert parse_balance(None) == MIXES["screen"].weights
+    assert parse_mix("even").weights == dict.fromkeys(CLASSES, 1.0) and parse_mix("even").crystals_after == 0
+    tuned = parse_mix("screen, dark=0")
+    assert tuned.weights["dark"] == 0 and tuned.weights["needles"] == MIXES["screen"].weights["needles"]
+    assert tuned.crystals_after == 1
+    assert parse_mix("clear=0") == parse_mix({"clear": 0})  # no name: unnamed classes weigh 1
+    assert parse_mix("clear=0").weights["needles"] == 1.0
+    with pytest.raises(ValueError, match="unknown class 'realistic'"):
+        parse_mix("realistic")
+
+
+def test_late_crystals_still_show_with_one_inspection() -> None:
+    """``crystals_after`` holds crystals back only while a later inspection is left to show them."""
+    only_needles = parse_balance("clear=0,precipitate=0,plates=0,prisms=0,microcrystals=0,dark=0")
+    one = [sample_timeline(np.random.default_rng(s), 1, only_needles, crystals_after=1) for s in range(20)]
+    assert all(f[0].label == "needles" for f in one)
+    for s in range(50):
+        frames = sample_timeline(np.random.default_rng(s), 4, only_needles, crystals_after=1)
+        assert frames[0].state == "clear" and frames[-1].state == "needles"
+        assert is_allowed([f.state for f in frames])

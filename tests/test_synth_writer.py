@@ -120,3 +120,15 @@ def test_cli_imagefolder_and_explicit_labels(tmp_path: Path) -> None:
 def test_cli_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
     assert main(["synth", str(tmp_path / "x"), "--class-balance", "needle=1"]) == 2
     assert "unknown class 'needle'" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "x"), "--class-balance", "realistic"]) == 2
+    assert "screen or even" in capsys.readouterr().err
+
+
+def test_cli_takes_a_named_mix(tmp_path: Path) -> None:
+    """``even`` brings back every class at any inspection, for callers that want crystals early."""
+    out = tmp_path / "even"
+    code = main(["synth", str(out), "--layout", "export", "--wells", "24", "--drops", "2", "--image-size", "32x32",
+                 "--class-balance", "even,dark=0", "--workers", "1"])
+    assert code == 0
+    labels = {r.label for r in read_labels(tmp_path / "even_labels.csv")}
+    assert "dark" not in labels and {"needles", "plates", "prisms"} <= labels

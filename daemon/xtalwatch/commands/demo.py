@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", default="480x360", metavar="WxH", help="frame size (default 480x360)")
     parser.add_argument("--rate", type=float, default=12.0, metavar="N", help="images per second (default 12)")
     parser.add_argument("--label-fraction", type=float, default=0.1, metavar="F",
-                        help="fraction of the first inspection the 'lab' labels before the first training (0.1)")
+                        help="fraction of the images in, at random, that the 'lab' labels for the first training, "
+                             "which starts at the first inspection showing crystals (0.1)")
     parser.add_argument("--train-steps", type=int, default=120, metavar="N",
                         help="SimCLR steps of the first training (default 120: under a minute on 2 idle cores)")
     parser.add_argument("--seed", type=int, default=0)

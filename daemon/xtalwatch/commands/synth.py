@@ -46,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=_size, default=(512, 512), metavar="WxH", help="frame size in pixels")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same bytes")
     parser.add_argument("--class-balance", default=None, metavar="SPEC",
-                        help="class weights, e.g. clear=1,needles=2,dark=0.2 (unnamed classes weigh 1)")
+                        help="class weights, e.g. clear=1,needles=2,dark=0.2 (unnamed classes weigh 1), or a "
+                             "mix: 'screen' (default: about 7%% of drops crystallise, from the second "
+                             "inspection on), 'even' (default with --imagefolder), 'screen,dark=0.1'")
     parser.add_argument("--imagefolder", action="store_true",
                         help="write OUT_DIR/<class>/*.png for evaluation instead of an instrument layout")
     parser.add_argument("--rate", type=_rate, default=None, metavar="N/s",

@@ -23,7 +23,7 @@ import numpy as np
 from xtalwatch.tools.synth import layouts
 from xtalwatch.tools.synth.render import render_frame
 from xtalwatch.tools.synth.scene import STYLES, sample_scene
-from xtalwatch.tools.synth.timeline import parse_balance, sample_timeline
+from xtalwatch.tools.synth.timeline import parse_mix, sample_timeline
 from xtalwatch.tools.synth.writer import LabelRow, LabelWriter, encode, write_file, write_partially
 
 __all__ = ["Job", "default_labels_path", "generate_plates", "plan_jobs", "render_job"]
@@ -63,10 +63,14 @@ def _look(rng: np.random.Generator, weights: tuple[float, ...]) -> tuple[str, bo
 def plan_jobs(*, plates: int, layout: str, wells: int = 96, drops: int = 3, inspections: int = 1,
               size: tuple[int, int] = (512, 512), seed: int = 0, balance: str | Mapping[str, float] | None = None,
               imagefolder: bool = False) -> list[Job]:
-    """Every frame of the run, in the order an imager takes them (inspection, plate, well, drop)."""
+    """Every frame of the run, in the order an imager takes them (inspection, plate, well, drop).
+
+    ``balance`` None is a screen's mix, or ``even`` for an ImageFolder: a classification set
+    wants every class, where a screen would leave the crystal folders nearly empty.
+    """
     if plates < 1 or drops < 1 or inspections < 1:
         raise ValueError("plates, drops and inspections must each be >= 1")
-    weights = parse_balance(balance)
+    mix = parse_mix("even" if balance is None and imagefolder else balance)
     rows, cols = layouts.well_grid(wells)
     plate_list = layouts.make_plates(seed, layout, plates)
     per_drop: list[list[Job]] = []
@@ -79,7 +83,8 @@ def plan_jobs(*, plates: int, layout: str, wells: int = 96, drops: int = 3, insp
                 key = (seed, plate.index, w, d)
                 style, colour = (_look(np.random.default_rng([*key, 5]), _STYLE_WEIGHTS["imagefolder"])
                                  if imagefolder else plate_look)
-                frames = sample_timeline(np.random.default_rng([*key, 3]), inspections, weights)
+                frames = sample_timeline(np.random.default_rng([*key, 3]), inspections, mix.weights,
+                                         crystals_after=mix.crystals_after)
                 content_seed = int(np.random.default_rng([*key, 2]).integers(0, 2**63))
                 jobs = []
                 for k, frame in enumerate(frames, start=1):
@@ -187,7 +192,10 @@ def generate_plates(out_dir: Path | str, *, plates: int = 1, layout: str = "rock
     Args:
         layout: ``rockmaker``, ``export`` or ``minstrel`` folder layout (ignored with ``imagefolder``).
         size: (width, height) of each frame in pixels.
-        balance: class weights, e.g. ``"clear=1,needles=2"``; unnamed classes weigh 1.
+        balance: class weights, e.g. ``"clear=1,needles=2"`` (unnamed classes weigh 1), or a mix
+            (``"screen"``, ``"even"``), optionally followed by weights (``"screen,dark=0.1"``); None
+            is ``screen`` (a few percent of drops crystallise, from the second inspection on), or
+            ``even`` with ``imagefolder``.
         imagefolder: write ``out_dir/<class>/*.png`` instead of an instrument layout.
         labels: CSV path; default ``out_dir/../<name>_labels.csv`` (beside the tree).
         workers: processes; default one per core.
