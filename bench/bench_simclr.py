@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from xtalwatch.learn.simclr.augment import AugmentStrength, apply_view, sample_view_params, to_float_nchw
-from xtalwatch.learn.simclr.encoder import build_encoder
+from xtalwatch.learn.simclr.encoder import build_encoder, use_small_stem
 from xtalwatch.learn.simclr.heads import build_head
 from xtalwatch.learn.simclr.loss import nt_xent_loss
 from xtalwatch.learn.simclr.optim import build_optimizer
@@ -52,9 +52,10 @@ def _peak_mib(device: torch.device) -> float:
 
 
 def bench_case(size: int, batch: int, steps: int, warmup: int, device: torch.device, amp: bool,
-               channels_last: bool, compile_: bool) -> dict:
+               channels_last: bool, compile_: bool, small_stem: bool) -> dict:
     torch.manual_seed(0)
-    model = SimCLRModel(build_encoder(size), build_head("simclr")).to(device)
+    encoder = build_encoder(size, small_stem)
+    model = SimCLRModel(encoder, build_head("simclr")).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, "adamw", 1e-3, 1e-4, 0.9)
@@ -105,7 +106,7 @@ def bench_case(size: int, batch: int, steps: int, warmup: int, device: torch.dev
     _sync(device)
     aug_only = time.perf_counter() - t
     views = 2 * batch * steps
-    return {"image_size": size, "small_stem": size <= 64, "batch_images": batch, "views_per_step": 2 * batch,
+    return {"image_size": size, "small_stem": encoder.small_stem, "batch_images": batch, "views_per_step": 2 * batch,
             "full_views_per_s": views / full, "model_only_views_per_s": views / model_only,
             "augment_only_views_per_s": views / aug_only, "ratio_full_to_model": model_only / full,
             "peak_memory_mib": peak}
@@ -121,6 +122,8 @@ def main() -> None:
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--stem", default="small<=64", choices=["small<=64", "auto", "small", "standard"],
+                    help="encoder stem: small<=64 (the GPU goal's setting), auto (train.small_stem's default), ...")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     device = torch.device(a.device)
@@ -137,7 +140,9 @@ def main() -> None:
     for size in [int(s) for s in a.sizes.split(",")]:
         for batch in [int(b) for b in a.batch_sizes.split(",")]:
             try:
-                r = bench_case(size, batch, a.steps, a.warmup, device, a.amp, not a.no_channels_last, a.compile)
+                stem = {"small<=64": size <= 64, "auto": "auto", "small": True, "standard": False}[a.stem]
+                r = bench_case(size, batch, a.steps, a.warmup, device, a.amp, not a.no_channels_last, a.compile,
+                               use_small_stem(size, stem))
             except torch.OutOfMemoryError:
                 print(f"{size:>4} batch {batch}: out of memory")
                 torch.cuda.empty_cache()

@@ -58,7 +58,7 @@ def test_run_writes_checkpoint_pictures_and_resumes_exactly(tmp_path: Path) -> N
 
     state = load_checkpoint(whole.checkpoint)  # self-describing
     assert state["step"] == 6 and state["data_fingerprint"] == data.fingerprint
-    assert state["config"]["image_size"] == 16 and state["model_info"]["small_stem"] is True
+    assert state["config"]["image_size"] == 16 and state["model_info"]["small_stem"] is False
     assert {"model", "optimizer", "scheduler"} <= set(state)
     assert embed(load_encoder(whole.checkpoint), _arrays(3)).shape == (3, 512)
 
@@ -127,7 +127,7 @@ def test_out_of_memory_halves_the_batch_with_a_warning(tmp_path: Path, caplog: p
 def test_init_encoder_starts_from_its_weights_and_must_fit_the_stem(tmp_path: Path) -> None:
     data = from_arrays(_arrays())
     cfg = TrainConfig(**TINY, max_steps=1, checkpoint_every_steps=100)
-    start = build_encoder(16, small_stem=True)
+    start = build_encoder(16, small_stem=False)  # the stem "auto" gives
     with torch.no_grad():
         start.backbone.conv1.weight.fill_(0.01)
     before = {k: v.clone() for k, v in start.state_dict().items()}
@@ -138,8 +138,8 @@ def test_init_encoder_starts_from_its_weights_and_must_fit_the_stem(tmp_path: Pa
     assert all(torch.equal(v, before[k]) for k, v in start.state_dict().items())  # copied, not trained in place
     scratch = load_encoder(train(zero_lr, data, tmp_path / "cold", progress=False).checkpoint)
     assert not torch.allclose(scratch.backbone.conv1.weight, before["backbone.conv1.weight"])
-    with pytest.raises(ValueError, match="init_encoder has small_stem=False"):
-        train(cfg, data, tmp_path / "stem", init_encoder=build_encoder(16, small_stem=False), progress=False)
+    with pytest.raises(ValueError, match="init_encoder has small_stem=True"):
+        train(cfg, data, tmp_path / "stem", init_encoder=build_encoder(16, small_stem=True), progress=False)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:

@@ -102,8 +102,8 @@ def embed(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.n
     was_training = encoder.training
     encoder.eval()
     try:
-        with torch.inference_mode():
-            out = [encoder(to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device))
+        with torch.inference_mode():  # np.array copies: torch cannot wrap a read-only memmap slice
+            out = [encoder(to_float_nchw(torch.from_numpy(np.array(images[i:i + batch_size])).to(device))
                            .contiguous(memory_format=torch.channels_last)).float().cpu()
                    for i in range(0, len(images), batch_size)]
     finally:

@@ -23,9 +23,15 @@ _STD = (0.229, 0.224, 0.225)
 
 
 def use_small_stem(image_size: int, small_stem: bool | str = "auto") -> bool:
-    """Whether to use the 3x3 stride-1 stem: on by default for inputs of 64 px and below."""
+    """Whether to use the 3x3 stride-1 stem; ``"auto"`` chooses torchvision's standard stem.
+
+    Measured, not habit (docs/simclr.md, "Speed"): at 32-64 px the small stem keeps 16x the
+    pixels through every residual block, so a CPU step costs about 9x more, and on the same wall
+    time the standard stem's features probe better. It stays available as ``small_stem: true``
+    (e.g. long GPU runs). ``image_size`` is kept so that callers need not know the rule.
+    """
     if small_stem == "auto":
-        return image_size <= 64
+        return False
     return bool(small_stem)
 
 
