@@ -36,7 +36,7 @@ from xtalwatch.files import fsync_dir, write_json_atomic
 from xtalwatch.store.catalogue import Catalogue
 from xtalwatch.store.models import ModelRow, forget_model_path, upsert_models
 
-__all__ = ["ModelRegistry", "ModelRecord", "RegistryError", "Saveable", "Status", "MODELS_DIR", "current_path", "new_version"]
+__all__ = ["ModelRegistry", "ModelRecord", "RegistryError", "Saveable", "Status", "MODELS_DIR", "current_path", "new_version", "serving_key"]
 
 MODELS_DIR = "models"
 CURRENT = "current"
@@ -49,6 +49,20 @@ STATUSES: tuple[str, ...] = ("candidate", "promoted", "rejected", "retired")
 def current_path(state_dir: Path) -> Path:
     """The serving model's folder (a symlink to its version), whether or not one exists yet."""
     return Path(state_dir) / MODELS_DIR / CURRENT
+
+
+def serving_key(state_dir: Path) -> tuple[str, float] | None:
+    """What identifies the serving model's files: its folder and when its ``bundle.json`` was written.
+
+    Readers that keep a loaded model (the classify stage, the review queue) reload it when this
+    changes. Not the folder's own mtime: the registry rewrites ``meta.json`` in it (status, metrics),
+    which is no reason to load the same model again. None before the first model.
+    """
+    try:
+        target = os.path.realpath(current_path(state_dir))
+        return (target, os.stat(os.path.join(target, "bundle.json")).st_mtime)
+    except OSError:
+        return None
 
 
 class RegistryError(ValueError):

@@ -11,7 +11,6 @@ the embedding space); those without come after, by margin alone.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from xtalwatch.learn.bundle import load_head, read_meta
 from xtalwatch.learn.feature_cache import FeatureCache
 from xtalwatch.learn.heads.calibrate import softmax
 from xtalwatch.learn.heads.serving import Head
-from xtalwatch.learn.registry import current_path
+from xtalwatch.learn.registry import serving_key
 from xtalwatch.store.catalogue import Db
 from xtalwatch.store.labels import UnlabelledCall, latest_labels, unlabelled_calls
 
@@ -63,11 +62,10 @@ _heads: dict[tuple[str, float], tuple[Head | None, dict]] = {}  # serving folder
 
 def _serving_head(state_dir: Path) -> tuple[Head | None, dict] | None:
     """The serving model's head and bundle.json, read once per version (no encoder weights); None before a model."""
-    try:
-        folder = os.path.realpath(current_path(state_dir))
-        key = (folder, os.stat(folder).st_mtime)
-    except OSError:
+    key = serving_key(state_dir)
+    if key is None:
         return None
+    folder = key[0]
     if key not in _heads:
         try:
             loaded = (load_head(Path(folder)), read_meta(Path(folder)))
@@ -124,8 +122,9 @@ def next_for_review(db: Db, state_dir: Path, cache: FeatureCache | None, setting
 
 
 def _stored_margin(call: UnlabelledCall) -> float:
-    values = np.array([list(call.probabilities.values())], np.float64)
-    return float(margin_of(values)[0]) if call.probabilities else 1.0
+    """``margin_of`` for one stored call, in plain Python: it runs once per unlabelled image."""
+    top = sorted(call.probabilities.values(), reverse=True)
+    return float(top[0] - top[1]) if len(top) > 1 else 1.0
 
 
 def _item(call: UnlabelledCall, margin: float, reason: str) -> ReviewItem:

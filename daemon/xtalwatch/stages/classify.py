@@ -20,7 +20,6 @@ as flagged instead of receiving a confident-looking call.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -33,7 +32,7 @@ import numpy as np
 
 from xtalwatch.learn.feature_cache import FeatureCache
 from xtalwatch.learn.features import CropUnreadable, read_crop
-from xtalwatch.learn.registry import current_path
+from xtalwatch.learn.registry import serving_key
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.store.catalogue import Catalogue
 from xtalwatch.store.maintenance import is_disk_full
@@ -112,21 +111,9 @@ class ClassifyStage:
         bundle = self._bundle
         return getattr(bundle, "version", None) if bundle is not None else None
 
-    def _current_key(self) -> tuple[str, float] | None:
-        """What identifies the serving model's files: its folder and when its bundle.json was written.
-
-        Not the folder's own mtime: the registry rewrites meta.json in it (status, metrics), which
-        is no reason to load the same model again."""
-        path = current_path(self.state_dir)
-        try:
-            target = os.path.realpath(path)
-            return (target, os.stat(os.path.join(target, "bundle.json")).st_mtime)
-        except OSError:
-            return None
-
     def refresh_model(self) -> bool:
         """Load the registry's current model if it changed; True when a new one is now serving."""
-        key = self._current_key()
+        key = serving_key(self.state_dir)
         if key is None or key == self._bundle_key:
             return False
         try:
