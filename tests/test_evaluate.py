@@ -74,3 +74,23 @@ def test_evaluate_refuses_a_folder_without_classes(tmp_path: Path) -> None:
     code = main(["evaluate", str(tmp_path / "flat"), "--preprocess", "none", "--image-size", "32", "--no-progress",
                  "--state", str(tmp_path / "state"), "--json", str(tmp_path / "o.json")])
     assert code == 2
+
+def test_evaluate_probes_the_encoder_as_it_trains(tiny_folder: Path, tmp_path: Path) -> None:
+    """--probe-every: a linear probe at each fraction every N epochs, and the epoch curve against supervised."""
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", str(tiny_folder), "--label-fraction", "0.5,1", "--epochs", "2", "--image-size", "32",
+                 "--small-stem", "off", "--batch-size", "16", "--preprocess", "none", "--test-fraction", "0.25",
+                 "--supervised-epochs", "1", "--min-steps", "2", "--no-progress", "--probe-every", "1",
+                 "--temperature", "0.2", "--methods", "supervised_scratch,simclr_linear",
+                 "--state", str(tmp_path / "state"), "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    probes = result["simclr"]["probes"]
+    assert sorted((p["epoch"], p["label_fraction"]) for p in probes) == [(1, 0.5), (1, 1.0), (2, 0.5), (2, 1.0)]
+    assert all(0 <= p["accuracy"] <= 1 for p in probes)
+    assert result["config"]["train"]["temperature"] == 0.2
+    # the last probe is the simclr_linear row: same encoder, same subset, same head
+    last = {p["label_fraction"]: p["accuracy"] for p in probes if p["epoch"] == 2}
+    rows = {r["label_fraction"]: r["accuracy"] for r in result["rows"] if r["method"] == "simclr_linear"}
+    assert last == rows
+    assert Path(result["simclr"]["epoch_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="at least this many steps for each supervised/fine-tune/distil fit (default 60)")
     p.add_argument("--distill-epochs", type=int, default=2, metavar="N",
                    help="passes over all training images for the distilled student (default 2)")
+    p.add_argument("--probe-every", type=int, default=0, metavar="N",
+                   help="every N SimCLR epochs, a linear probe at each label fraction: the epoch curve (default off)")
+    p.add_argument("--temperature", type=float, metavar="T", help="NT-Xent temperature (overrides train.temperature)")
     p.add_argument("--methods", metavar="M[,M...]", help="only these methods (default: all)")
     p.add_argument("--imagenet-weights", type=Path, metavar="FILE",
                    help="local torchvision ResNet-18 state dict for the supervised_imagenet row")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     stem = {"on": True, "off": False, "auto": "auto", None: None}[args.small_stem]
     settings = settings_from_args(args, **{"train.epochs": args.epochs, "train.image_size": args.image_size,
                                            "train.batch_size": args.batch_size, "train.seed": args.seed,
-                                           "train.small_stem": stem})
+                                           "train.small_stem": stem, "train.temperature": args.temperature})
     from xtalwatch.learn.evaluate import METHODS, EvalConfig, run_evaluation
     from xtalwatch.learn.evaluate.report import write_html
 
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                      test_fraction=args.test_fraction, supervised_epochs=args.supervised_epochs,
                      min_supervised_steps=args.min_steps, distill_epochs=args.distill_epochs,
                      knn_k=settings.classify.knn_k, knn_temperature=settings.classify.knn_temperature,
-                     imagenet_weights=args.imagenet_weights, methods=methods, progress=not args.no_progress)
+                     imagenet_weights=args.imagenet_weights, methods=methods, progress=not args.no_progress,
+                     probe_every=args.probe_every)
     t0 = time.perf_counter()
     try:
         result = run_evaluation(cfg, on_row=lambda r: print(

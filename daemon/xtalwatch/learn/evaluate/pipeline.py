@@ -63,6 +63,7 @@ class EvalConfig:
     imagenet_weights: Path | None = None
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     progress: bool = True
+    probe_every: int = 0  # >0: a linear probe at every fraction each N SimCLR epochs (the epoch curve)
 
 
 @dataclass
@@ -116,6 +117,21 @@ def _raw_pixels(crops: np.ndarray, side: int) -> np.ndarray:
                     ).reshape(len(crops), -1).astype(np.float32) / 255
 
 
+def _probe(encoder: torch.nn.Module, epoch: int, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray,
+           y_te: np.ndarray, k: int, cfg: EvalConfig) -> list[dict]:
+    """Linear-probe test accuracy of the encoder as it is now, at every label fraction."""
+    t0 = time.perf_counter()
+    f_tr, f_te = embed(encoder, x_tr), embed(encoder, x_te)
+    found = []
+    for frac in cfg.label_fractions:
+        sub = labelled_subset(y_tr, frac, cfg.train.seed)
+        pred = fit_linear(f_tr[sub], y_tr[sub], k).logits(f_te).argmax(axis=1)
+        found.append({"epoch": epoch, "label_fraction": frac, "accuracy": round(float(accuracy_score(y_te, pred)), 4)})
+    log.info("evaluate: probe at epoch %d: %s (%.1f s)", epoch,
+             ", ".join(f"{p['label_fraction']:g}: {p['accuracy']:.3f}" for p in found), time.perf_counter() - t0)
+    return found
+
+
 def _fit_steps(n: int, epochs: float, batch: int, floor: int) -> int:
     return max(floor, math.ceil(epochs * n / min(batch, n)))
 
@@ -144,9 +160,17 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
     need_simclr = any(m.startswith("simclr") for m in cfg.methods)
     simclr_info: dict = {}
     encoder = head_layer = None
+    probes: list[dict] = []
     if need_simclr:
         tcfg = cfg.train.model_copy(update={"min_images": min(cfg.train.min_images, len(tr))})
-        res = train(tcfg, from_arrays(x_tr), out / "simclr", resume=False, progress=cfg.progress)
+        on_epoch = None
+        if cfg.probe_every > 0:
+            def on_epoch(epoch: int, enc: torch.nn.Module) -> None:
+                if epoch % cfg.probe_every == 0 or epoch == tcfg.epochs:
+                    probes.extend(_probe(enc, epoch, x_tr, y_tr, x_te, y_te, k, cfg))
+                    (out / "probes.json").write_text(json.dumps(probes))
+        res = train(tcfg, from_arrays(x_tr), out / "simclr", resume=False, progress=cfg.progress,
+                    on_epoch=on_epoch)
         from xtalwatch.learn.simclr.checkpoint import load_checkpoint
 
         state = load_checkpoint(res.checkpoint)["model"]
@@ -160,7 +184,7 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
                        "final_loss": res.losses[-1] if res.losses else None, "losses": res.losses,
                        "views_per_second": round(res.views_per_second, 1), "batch_size": res.batch_size,
                        "loss_png": str(res.loss_png) if res.loss_png else None,
-                       "pairs_png": str(res.pairs_png) if res.pairs_png else None}
+                       "pairs_png": str(res.pairs_png) if res.pairs_png else None, "probes": probes}
     feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def features(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -244,6 +268,12 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
         log.info("evaluate: %s", row)
         if on_row is not None:
             on_row(row)
+    if probes:
+        from xtalwatch.learn.evaluate.report import save_epoch_curve
+
+        baselines = {r.label_fraction: r.accuracy for r in rows
+                     if r.method == "supervised_scratch" and r.accuracy is not None}
+        simclr_info["epoch_png"] = str(save_epoch_curve(probes, baselines, out / "epoch_curve.png"))
     conf = {k_: (str(v) if isinstance(v, Path) else v) for k_, v in asdict(cfg).items() if k_ not in ("train", "preprocess")}
     conf["train"] = cfg.train.model_dump(mode="json")
     conf["preprocess"] = "drop" if cfg.preprocess is not None else "none"

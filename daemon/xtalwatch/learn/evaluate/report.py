@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_confusion", "write_html"]
+__all__ = ["save_confusion", "save_epoch_curve", "write_html"]
 
 
 def save_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
@@ -34,6 +34,28 @@ def save_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     return save_figure(fig, path)
 
 
+def save_epoch_curve(probes: list[dict], baselines: dict[float, float], path: Path) -> Path:
+    """Linear-probe accuracy against SimCLR epochs, one line per label fraction; the supervised
+    from-scratch accuracy at the same fraction as a dashed line of the same colour."""
+    from xtalwatch.figures import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fractions = sorted({p["label_fraction"] for p in probes})
+    for i, frac in enumerate(fractions):
+        pts = sorted((p["epoch"], 100 * p["accuracy"]) for p in probes if p["label_fraction"] == frac)
+        colour = f"C{i}"
+        ax.plot([e for e, _ in pts], [a for _, a in pts], "o-", color=colour, label=f"SimCLR + linear, {frac:.0%} labels")
+        if frac in baselines:
+            ax.axhline(100 * baselines[frac], color=colour, ls="--", lw=1,
+                       label=f"supervised from scratch, {frac:.0%}")
+    ax.set_xlabel("SimCLR epochs")
+    ax.set_ylabel("test accuracy %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).name)}">'
@@ -48,7 +70,7 @@ def write_html(result: dict, image_dir: Path, path: Path) -> Path:
     rows = result["rows"]
     body = [f"<h1>xtalwatch evaluation</h1><p>{len(result['classes'])} classes "
             f"({html.escape(', '.join(result['classes']))}); {result['n_train']} train / {result['n_test']} test "
-            f"images; {result['n_skipped']} skipped. SimCLR: {html.escape(str({k: v for k, v in result['simclr'].items() if k != 'losses'}))}</p>",
+            f"images; {result['n_skipped']} skipped. SimCLR: {html.escape(str({k: v for k, v in result['simclr'].items() if k not in ('losses', 'probes')}))}</p>",
             "<table><tr><th>method</th><th>label fraction</th><th>labelled images</th><th>accuracy %</th>"
             "<th>macro-F1 %</th><th>epochs</th><th>seconds</th><th>note</th></tr>"]
     for r in rows:
@@ -59,6 +81,9 @@ def write_html(result: dict, image_dir: Path, path: Path) -> Path:
     loss_png = result["simclr"].get("loss_png")
     if loss_png and Path(loss_png).is_file():
         body.append("<h2>SimCLR loss</h2>" + _img(Path(loss_png)))
+    epoch_png = result["simclr"].get("epoch_png")
+    if epoch_png and Path(epoch_png).is_file():
+        body.append("<h2>Linear probe against SimCLR epochs</h2>" + _img(Path(epoch_png)))
     pairs_png = result["simclr"].get("pairs_png")
     if pairs_png and Path(pairs_png).is_file():
         body.append("<h2>Augmented pairs</h2>" + _img(Path(pairs_png)))

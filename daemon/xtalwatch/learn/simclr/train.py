@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def _step_input(images: np.ndarray, idx: np.ndarray, device: torch.device) -> to
 
 def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool = True,
           init_encoder: Encoder | None = None, stop_after_step: int | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, on_epoch: Callable[[int, Encoder], None] | None = None) -> TrainResult:
     """Train SimCLR on ``dataset``, writing checkpoints and pictures into ``out_dir``.
 
     Args:
@@ -139,6 +140,8 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
             have been trained at that image size.
         stop_after_step: stop (with a checkpoint) once this many steps are done, as a kill would.
         progress: show the tqdm bar (rank 0 only).
+        on_epoch: called as ``on_epoch(epoch, encoder)`` after each finished epoch (rank 0 only), e.g.
+            to probe the features while training runs; it must leave the encoder as it found it.
     """
     if init_encoder is not None and init_encoder.small_stem != use_small_stem(cfg.image_size, cfg.small_stem):
         raise ValueError(f"init_encoder has small_stem={init_encoder.small_stem}, but train.small_stem "
@@ -298,6 +301,10 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
             if step % cfg.checkpoint_every_steps == 0:
                 flush()
                 save(step)
+            if on_epoch is not None and ctx.is_main and cfg.max_steps is None and step % plan.steps_per_epoch == 0:
+                t_hook = time.perf_counter()
+                on_epoch(step // plan.steps_per_epoch, raw_model.encoder)
+                t_loop += time.perf_counter() - t_hook  # views/s counts training, not the probe
         bar.close()
 
         # -- finish -------------------------------------------------------------------------
