@@ -233,6 +233,11 @@ class TrainConfig(Section):
     blur_prob: float = Field(0.5, ge=0, le=1, description="Probability of a Gaussian blur.")
     blur_sigma_max: float = Field(2.0, gt=0, description="Largest blur sigma, in pixels at 224 px (scaled to image_size).")
     noise_std: float = Field(0.0, ge=0, le=1, description="Sensor noise std on the 0-1 intensity scale; 0 turns it off.")
+    max_memory_gb: float | None = Field(
+        2.0, gt=0, description="On CPU, the resident memory (GiB) a SimCLR step aims to stay under: a batch whose activations "
+        "would not fit what is left runs in micro-batches with the same loss and gradient (GradCache, docs/simclr.md "
+        "'Memory'). null: never split. Ignored on CUDA, where an out-of-memory error halves the batch."
+    )
     checkpoint_every_steps: int = Field(200, ge=1, description="Steps between atomic checkpoints.")
     seed: int = Field(0, description="Seed for initialisation, data order and augmentations.")
     min_images: int = Field(500, ge=1, description="Usable images needed before training starts.")
@@ -434,7 +439,15 @@ class ClassifyConfig(Section):
     knn_temperature: float = Field(0.07, gt=0, description="kNN vote weight exp(cosine / T); T dimensionless.")
     uncertain_below: float = Field(
         0.6, ge=0, le=1, description="Calibrated top-class probability below which an image is flagged 'uncertain'.")
-    head: Literal["linear", "knn"] = Field("linear", description="Head the serving model uses on encoder features.")
+    head: Literal["auto", "linear", "knn", "finetuned"] = Field(
+        "auto", description="Head the serving model uses: auto picks, on held-out labels, among linear, knn and a "
+        "SimCLRv2 fine-tune (the cheaper on a tie; learn/heads/select.py); linear, knn or finetuned forces one.")
+    finetune_min_labels: int = Field(
+        200, ge=2, description="Labels needed before auto also fine-tunes the encoder (count); below it only linear "
+        "and knn compete (a hold-out of under ~40 labels cannot tell a fine-tune from a probe).")
+    finetune_steps: int = Field(
+        200, ge=1, description="Fine-tuning optimiser steps of 64 crops (count); CPU minutes grow with it and the crop size.")
+    finetune_lr: float = Field(3e-4, gt=0, description="Fine-tuning AdamW learning rate (encoder and head alike).")
     outcome_order: list[str] = Field(
         default_factory=lambda: ["clear", "other", "precipitate", "crystals"],
         description="Classes from weakest to strongest: a well's outcome is its strongest reliable call. "

@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-every", type=int, default=0, metavar="N",
                    help="every N SimCLR epochs, a linear probe at each label fraction: the epoch curve (default off)")
     p.add_argument("--temperature", type=float, metavar="T", help="NT-Xent temperature (overrides train.temperature)")
+    p.add_argument("--max-memory-gb", type=float, metavar="GB",
+                   help="on CPU, SimCLR steps that would not fit run in micro-batches with the same loss "
+                        "(overrides train.max_memory_gb)")
     p.add_argument("--methods", metavar="M[,M...]", help="only these methods (default: all)")
     p.add_argument("--imagenet-weights", type=Path, metavar="FILE",
                    help="local torchvision ResNet-18 state dict for the supervised_imagenet row")
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     stem = {"on": True, "off": False, "auto": "auto", None: None}[args.small_stem]
     settings = settings_from_args(args, **{"train.epochs": args.epochs, "train.image_size": args.image_size,
                                            "train.batch_size": args.batch_size, "train.seed": args.seed,
-                                           "train.small_stem": stem, "train.temperature": args.temperature})
+                                           "train.small_stem": stem, "train.temperature": args.temperature,
+                                           "train.max_memory_gb": args.max_memory_gb})
     from xtalwatch.learn.evaluate import METHODS, EvalConfig, run_evaluation
     from xtalwatch.learn.evaluate.report import write_html
 

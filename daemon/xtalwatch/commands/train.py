@@ -24,6 +24,7 @@ _OVERRIDES = {  # flag attribute → config key
     "image_size": "train.image_size", "batch_size": "train.batch_size", "epochs": "train.epochs",
     "steps": "train.max_steps", "lr": "train.lr", "device": "train.device", "seed": "train.seed",
     "min_images": "train.min_images", "checkpoint_every": "train.checkpoint_every_steps",
+    "max_memory_gb": "train.max_memory_gb",
 }
 
 
@@ -53,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="overrides train.seed")
     p.add_argument("--min-images", type=int, metavar="N", help="overrides train.min_images")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="overrides train.checkpoint_every_steps")
+    p.add_argument("--max-memory-gb", type=float, metavar="GB",
+                   help="on CPU, split steps that would not fit into micro-batches with the same loss "
+                        "(overrides train.max_memory_gb)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the result as JSON")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["CropUnreadable", "l2_normalise", "unit_mean", "read_crop", "read_crops",
-           "to_model_rgb", "read_model_rgb", "embed"]
+           "to_model_rgb", "read_model_rgb", "embed", "inference_batch_size"]
 
 class CropUnreadable(ValueError):
     """A stored crop is missing or not an image."""
@@ -83,11 +83,22 @@ def read_model_rgb(paths: Sequence[str], size: int) -> np.ndarray:
 
 
 # -- the encoder ------------------------------------------------------------------------------
-def embed(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def inference_batch_size(image_size: int) -> int:
+    """Images per inference batch at ``image_size`` px: 256 up to 90 px, fewer above (8 at 512 px).
+
+    ResNet-18's first feature map is 64 channels at S/2 (S with the small stem), and a batch holds
+    two or three such maps at once: at 128 px, 256 images would be about 0.7 GB. Keeping the
+    batch's pixels under 2**21 keeps an inference step near 0.3 GB at any size.
+    """
+    return max(8, min(256, 2**21 // max(1, image_size) ** 2))
+
+
+def embed(encoder: nn.Module, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """(N, 512) float32 features of uint8 (N, S, S, 3) RGB images, on the encoder's device.
 
-    The images should be the size the encoder was trained at. BatchNorm runs in eval mode; the
-    encoder's own mode is restored afterwards.
+    The images should be the size the encoder was trained at; they may be a read-only memmap
+    (one batch is read at a time). ``batch_size`` None: :func:`inference_batch_size`. BatchNorm
+    runs in eval mode; the encoder's own mode is restored afterwards.
     """
     import torch
 
@@ -96,6 +107,8 @@ def embed(encoder: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.n
 
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
         raise ValueError(f"images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
+    if batch_size is None:
+        batch_size = inference_batch_size(images.shape[1])
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(encoder.parameters()).device

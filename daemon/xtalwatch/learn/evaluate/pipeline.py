@@ -30,7 +30,7 @@ from xtalwatch.learn.features import embed
 from xtalwatch.learn.heads.finetune import Classifier, FitConfig, distil, fit_classifier, predict_logits
 from xtalwatch.learn.heads.knn import fit_knn
 from xtalwatch.learn.heads.linear import fit_linear
-from xtalwatch.learn.simclr.data import from_arrays, load_folder
+from xtalwatch.learn.simclr.data import CropDataset, load_folder, take_rows
 from xtalwatch.learn.simclr.encoder import build_encoder
 from xtalwatch.learn.simclr.heads import build_head
 from xtalwatch.learn.simclr.train import train
@@ -96,9 +96,9 @@ class EvalResult:
 
 # -- data -------------------------------------------------------------------------------------
 
-def load_imagefolder(root: Path, image_size: int, cache_dir: Path,
-                     preprocess: PreprocessConfig | None) -> tuple[np.ndarray, np.ndarray, list[str], list[str], int]:
-    """(crops (N, S, S, 3), labels (N,), classes, relative paths, n_skipped) of ``root/<class>/*``."""
+def _load_labelled(root: Path, image_size: int, cache_dir: Path,
+                   preprocess: PreprocessConfig | None) -> tuple[CropDataset, np.ndarray, list[str]]:
+    """(crops, labels (N,), classes) of ``root/<class>/*``; the crops stay a memmap of the cache."""
     ds = load_folder(Path(root), image_size, cache_dir, preprocess=preprocess)
     names = [p.split("/")[0] for p in ds.paths]
     if any("/" not in p for p in ds.paths):
@@ -107,14 +107,23 @@ def load_imagefolder(root: Path, image_size: int, cache_dir: Path,
     if len(classes) < 2:
         raise ValueError(f"{root}: needs at least two class subfolders, found {classes}")
     index = {c: i for i, c in enumerate(classes)}
-    return np.asarray(ds.images), np.array([index[n] for n in names]), classes, ds.paths, len(ds.skipped)
+    return ds, np.array([index[n] for n in names]), classes
+
+
+def load_imagefolder(root: Path, image_size: int, cache_dir: Path,
+                     preprocess: PreprocessConfig | None) -> tuple[np.ndarray, np.ndarray, list[str], list[str], int]:
+    """(crops (N, S, S, 3) read-only memmap, labels (N,), classes, relative paths, n_skipped) of ``root/<class>/*``."""
+    ds, labels, classes = _load_labelled(root, image_size, cache_dir, preprocess)
+    return ds.images, labels, classes, ds.paths, len(ds.skipped)
 
 
 # -- the methods ------------------------------------------------------------------------------
 
 def _raw_pixels(crops: np.ndarray, side: int) -> np.ndarray:
-    return np.stack([cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA) for c in crops]
-                    ).reshape(len(crops), -1).astype(np.float32) / 255
+    out = np.empty((len(crops), side * side * 3), np.float32)  # one crop at a time: crops may be a memmap
+    for i, c in enumerate(crops):
+        out[i] = cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA).reshape(-1) / np.float32(255)
+    return out
 
 
 def _probe(encoder: torch.nn.Module, epoch: int, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray,
@@ -149,11 +158,15 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
     torch.manual_seed(cfg.train.seed)
 
     # -- data and split ----------------------------------------------------------------------
-    crops, labels, classes, paths, n_skipped = load_imagefolder(cfg.data_dir, size, out / "cache", cfg.preprocess)
-    k = len(classes)
+    # Every image set below (the split, each labelled fraction) is a uint8 memmap of the crop cache,
+    # read a batch at a time: memory does not grow with the number of images (docs/simclr.md, Memory).
+    cache = out / "cache"
+    data, labels, classes = _load_labelled(cfg.data_dir, size, cache, cfg.preprocess)
+    paths, n_skipped, k = data.paths, len(data.skipped), len(classes)
     tr, te = stratified_split(labels, cfg.test_fraction, cfg.train.seed)
     (out / "split.json").write_text(json.dumps({"train": [paths[i] for i in tr], "test": [paths[i] for i in te]}))
-    x_tr, y_tr, x_te, y_te = crops[tr], labels[tr], crops[te], labels[te]
+    train_set = take_rows(data, tr, cache)
+    x_tr, y_tr, x_te, y_te = train_set.images, labels[tr], take_rows(data, te, cache).images, labels[te]
     log.info("evaluate: %d classes, %d train / %d test images", k, len(tr), len(te))
 
     # -- SimCLR on the training images, no labels --------------------------------------------
@@ -169,8 +182,7 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
                 if epoch % cfg.probe_every == 0 or epoch == tcfg.epochs:
                     probes.extend(_probe(enc, epoch, x_tr, y_tr, x_te, y_te, k, cfg))
                     (out / "probes.json").write_text(json.dumps(probes))
-        res = train(tcfg, from_arrays(x_tr), out / "simclr", resume=False, progress=cfg.progress,
-                    on_epoch=on_epoch)
+        res = train(tcfg, train_set, out / "simclr", resume=False, progress=cfg.progress, on_epoch=on_epoch)
         from xtalwatch.learn.simclr.checkpoint import load_checkpoint
 
         state = load_checkpoint(res.checkpoint)["model"]
@@ -184,7 +196,9 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
                        "final_loss": res.losses[-1] if res.losses else None, "losses": res.losses,
                        "views_per_second": round(res.views_per_second, 1), "batch_size": res.batch_size,
                        "loss_png": str(res.loss_png) if res.loss_png else None,
-                       "pairs_png": str(res.pairs_png) if res.pairs_png else None, "probes": probes}
+                       "pairs_png": str(res.pairs_png) if res.pairs_png else None, "probes": probes,
+                       "micro_batch": res.micro_batch}
+        log.info("evaluate: SimCLR done, %d steps in %.0f s", res.steps, res.seconds)
     feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def features(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +220,7 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
     for frac, method in bar:
         bar.set_postfix_str(f"{method} @ {frac:g}")
         sub = labelled_subset(y_tr, frac, cfg.train.seed)
-        xs, ys = x_tr[sub], y_tr[sub]
+        xs, ys = take_rows(train_set, sub, cache).images, y_tr[sub]
         t0 = time.perf_counter()
         epochs: float | None = None
         logits: np.ndarray | None = None

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from xtalwatch.learn.features import inference_batch_size
 from xtalwatch.learn.heads.linear import class_weights
 from xtalwatch.learn.simclr.augment import AugmentStrength, apply_view, sample_view_params, to_float_nchw
 from xtalwatch.learn.simclr.encoder import FEATURE_DIM
@@ -122,10 +123,15 @@ def fit_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, cf
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(N, K) logits of uint8 (N, S, S, 3) crops, eval mode."""
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """(N, K) logits of uint8 (N, S, S, 3) crops (a memmap is read a batch at a time), eval mode.
+
+    ``batch_size`` None: ``inference_batch_size`` of the crops' side, so large crops use small batches.
+    """
     model.eval()
-    out = [model(to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))
+    batch_size = batch_size or inference_batch_size(images.shape[1])
+    # np.array copies one batch: torch cannot wrap a read-only memmap slice
+    out = [model(to_float_nchw(torch.from_numpy(np.array(images[i:i + batch_size])))
                  .contiguous(memory_format=torch.channels_last)).float()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.fc.out_features), np.float32)

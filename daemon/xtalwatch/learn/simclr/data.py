@@ -14,6 +14,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,8 @@ import numpy as np
 from xtalwatch.config import IMAGE_EXTENSIONS, PreprocessConfig
 from xtalwatch.files import atomic_path, write_json_atomic
 
-__all__ = ["CropDataset", "list_images", "prepare_crop", "load_folder", "from_arrays", "array_fingerprint"]
+__all__ = ["CropDataset", "list_images", "prepare_crop", "load_folder", "from_arrays", "array_fingerprint",
+           "take_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,16 @@ def _decode(path: Path, image_size: int, preprocess: PreprocessConfig | None) ->
         return f"preprocessing failed: {exc}"
 
 
+def _decode_into(rows: np.ndarray, paths: list[Path], image_size: int, preprocess: PreprocessConfig | None,
+                 i: int) -> str | None:
+    """Decode ``paths[i]`` into ``rows[i]``; the reason it was skipped, or None."""
+    r = _decode(paths[i], image_size, preprocess)
+    if isinstance(r, str):
+        return r
+    rows[i] = r
+    return None
+
+
 def _folder_fingerprint(root: Path, paths: list[Path], image_size: int, preprocess: PreprocessConfig | None) -> str:
     how = preprocess.model_dump_json() if preprocess is not None else "centre"
     h = hashlib.sha256(f"crops-v1 size={image_size} preprocess={how}\n".encode())
@@ -132,22 +144,64 @@ def load_folder(root: Path, image_size: int, cache_dir: Path, workers: int = 0,
     cache_dir.mkdir(parents=True, exist_ok=True)
     n_workers = workers or os.cpu_count() or 1
     log.info("train: decoding %d images from %s into %s (%d threads)", len(paths), root, npy, n_workers)
-    # OpenCV releases the GIL while decoding and resizing, so threads are enough.
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = list(pool.map(lambda p: _decode(p, image_size, preprocess), paths))
-    kept = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, np.ndarray)]
-    skipped = [(p.relative_to(root).as_posix(), r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
+    shape = (image_size, image_size, 3)
+    with atomic_path(npy, suffix=".npy") as tmp:
+        # Each crop goes straight into the memory-mapped file as it is decoded: memory holds a few
+        # crops, never the folder. OpenCV releases the GIL while decoding and resizing, so threads
+        # are enough; each writes its own row.
+        rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *shape))
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            reasons = list(pool.map(partial(_decode_into, rows, paths, image_size, preprocess), range(len(paths))))
+        rows.flush()
+        keep = np.flatnonzero([r is None for r in reasons])
+        if len(keep) < len(paths):  # unreadable files leave gaps: copy the good rows, a block at a time
+            gappy = tmp.with_name(tmp.name + ".gaps")
+            os.replace(tmp, gappy)
+            del rows
+            src = np.load(gappy, mmap_mode="r")
+            rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *shape))
+            for a in range(0, len(keep), 512):
+                rows[a:a + 512] = src[keep[a:a + 512]]
+            rows.flush()
+            del src
+            gappy.unlink()
+        del rows
+    skipped = [(p.relative_to(root).as_posix(), r) for p, r in zip(paths, reasons, strict=True) if r is not None]
     for rel, reason in skipped:
         log.warning("train: skipped %s: %s", rel, reason)
-    with atomic_path(npy, suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(kept), image_size, image_size, 3))
-        for i, (_, crop) in enumerate(kept):
-            out[i] = crop
-        out.flush()
-        del out
-    rel_paths = [p.relative_to(root).as_posix() for p, _ in kept]
+    rel_paths = [p.relative_to(root).as_posix() for p, r in zip(paths, reasons, strict=True) if r is None]
     write_json_atomic(index, {"root": str(root), "image_size": image_size, "paths": rel_paths, "skipped": skipped})
     return CropDataset(np.load(npy, mmap_mode="r"), fp, rel_paths, skipped)
+
+
+def take_rows(dataset: CropDataset, index: np.ndarray, cache_dir: Path, block: int = 64) -> CropDataset:
+    """The rows ``index`` of ``dataset`` (in that order) as their own memory-mapped cache.
+
+    A subset (a train/test split, a labelled fraction) without a copy in memory: ``images[index]``
+    would put every selected crop in RAM at once, and a float copy four times that. The rows are
+    written ``block`` at a time into ``<cache_dir>/rows-<fingerprint>.npy``, named by the parent's
+    fingerprint and the index, so a rerun finds them. An index of every row returns ``dataset``.
+    """
+    idx = np.asarray(index, np.int64)
+    if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(dataset))):
+        raise ValueError(f"index must be 1-d positions into {len(dataset)} rows")
+    if np.array_equal(idx, np.arange(len(dataset))):
+        return dataset
+    h = hashlib.sha256(f"rows-v1 {dataset.fingerprint}\n".encode())
+    h.update(idx.tobytes())
+    fp = h.hexdigest()[:20]
+    npy = Path(cache_dir) / f"rows-{fp}.npy"
+    size = dataset.image_size
+    if not npy.is_file():
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(npy, suffix=".npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(idx), size, size, 3))
+            for a in range(0, len(idx), block):
+                out[a:a + block] = dataset.images[idx[a:a + block]]
+            out.flush()
+            del out
+    paths = [dataset.paths[i] for i in idx] if dataset.paths else []
+    return CropDataset(np.load(npy, mmap_mode="r"), fp, paths)
 
 
 def from_arrays(images: np.ndarray, image_size: int | None = None) -> CropDataset:

@@ -37,6 +37,12 @@ from xtalwatch.learn.simclr.distributed import (
 from xtalwatch.learn.simclr.encoder import FEATURE_DIM, Encoder, build_encoder, use_small_stem
 from xtalwatch.learn.simclr.heads import build_head
 from xtalwatch.learn.simclr.loss import nt_xent_rows
+from xtalwatch.learn.simclr.microbatch import (
+    activation_bytes_per_view,
+    contrastive_backward,
+    micro_batch_for,
+    resident_bytes,
+)
 from xtalwatch.learn.simclr.optim import build_optimizer, warmup_cosine
 
 __all__ = ["SimCLRModel", "TrainResult", "DatasetTooSmall", "TrainingDiverged", "train"]
@@ -78,6 +84,7 @@ class TrainResult:
     pairs_png: Path | None = None
     loss_png: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    micro_batch: int | None = None  # images per micro-batch when train.max_memory_gb split the steps
 
 
 @dataclass
@@ -121,6 +128,27 @@ def _step_input(images: np.ndarray, idx: np.ndarray, device: torch.device) -> to
     The first allocation of each step on the device: where a batch too big for it first fails.
     """
     return to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[idx])).to(device))
+
+
+def _activation_budget(cfg: TrainConfig, model: nn.Module, device: torch.device) -> Callable[[int], int]:
+    """local batch → images per micro-batch, so that a CPU step stays under ``train.max_memory_gb``.
+
+    What is left for activations: the budget less the process as it is now, the gradients and
+    optimiser state still to come (about 3x the weights) and the step's float views (4 images'
+    worth per image: the float batch, two views and a micro-batch's copy).
+    """
+    if cfg.max_memory_gb is None or device.type != "cpu":
+        return lambda batch: batch
+    per_view = activation_bytes_per_view(model, cfg.image_size, cfg.channels_last)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    fixed = resident_bytes() + 3 * weights
+    image = 3 * cfg.image_size ** 2 * 4
+
+    def micro(batch: int) -> int:
+        left = cfg.max_memory_gb * 2**30 - fixed - 4 * image * batch
+        return micro_batch_for(batch, per_view, max(0.0, left))
+
+    return micro
 
 
 def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool = True,
@@ -200,6 +228,7 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
         model.to(device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
+        micro_batch_of = _activation_budget(cfg, model, device)
 
         # -- optimiser and schedule ---------------------------------------------------------
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
@@ -247,6 +276,14 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
         bar = tqdm(total=plan.total_steps, initial=step, unit="step", dynamic_ncols=True,
                    disable=not (progress and ctx.is_main), desc="simclr")
         pairs_png = None
+        micro_used: int | None = None
+
+        def project(v: torch.Tensor) -> torch.Tensor:
+            if cfg.channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                return forward(v)
+
         views_done, t_loop = 0, time.perf_counter()
         model.train()
         while step < plan.total_steps and (stop_after_step is None or step < stop_after_step):
@@ -258,21 +295,26 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
             gen = _step_generator(cfg.seed, step)
             p1 = sample_view_params(gbatch, strength, size, gen).slice(lo, hi)
             p2 = sample_view_params(gbatch, strength, size, gen).slice(lo, hi)
+            rows = torch.cat([torch.arange(lo, hi), torch.arange(gbatch + lo, gbatch + hi)]).to(device)
+
+            def loss_of(z: torch.Tensor, rows: torch.Tensor = rows, local_n: int = local_n) -> torch.Tensor:
+                # Anchors are taken from the gathered tensor: see distributed.py for why.
+                z_all = torch.cat([gather_with_grad(z[:local_n]), gather_with_grad(z[local_n:])])
+                return nt_xent_rows(z_all, rows, temperature)
+
             try:
                 x = _step_input(dataset.images, order[lo:hi], device)
                 with torch.no_grad():
                     v1, v2 = apply_view(x, p1, size), apply_view(x, p2, size)
-                views = torch.cat([v1, v2])
-                if cfg.channels_last:
-                    views = views.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    z = forward(views)
-                # Anchors are taken from the gathered tensor: see distributed.py for why.
-                z_all = torch.cat([gather_with_grad(z[:local_n]), gather_with_grad(z[local_n:])])
-                rows = torch.cat([torch.arange(lo, hi), torch.arange(gbatch + lo, gbatch + hi)]).to(device)
-                loss = nt_xent_rows(z_all, rows, temperature)
+                del x
+                micro = micro_batch_of(local_n)
+                if micro < local_n and micro != micro_used:
+                    micro_used = micro
+                    log.info("train: %d images per step run in micro-batches of %d (train.max_memory_gb %s)",
+                             local_n, micro, cfg.max_memory_gb)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = contrastive_backward(project, v1, v2, loss_of, micro, model=raw_model,
+                                            no_sync=model.no_sync if ctx.enabled else None)
                 optimizer.step()
                 scheduler.step()
             except torch.OutOfMemoryError as exc:
@@ -289,6 +331,7 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
                 continue
             if pairs_png is None and ctx.is_main:
                 pairs_png = _pairs_png(v1, v2, out_dir)
+            del v1, v2
             pending.append(mean_across_ranks(loss.detach()))
             step += 1
             views_done += 2 * gbatch
@@ -322,7 +365,7 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
                            losses=losses, batch_size=plan.batch_size, seconds=time.perf_counter() - t0,
                            views_per_second=views_done / elapsed if elapsed > 0 else 0.0,
                            data_fingerprint=dataset.fingerprint, resumed_from_step=resumed_from,
-                           pairs_png=pairs_png, loss_png=loss_png, warnings=warned)
+                           pairs_png=pairs_png, loss_png=loss_png, warnings=warned, micro_batch=micro_used)
     finally:
         shutdown_distributed(ctx)
 
