@@ -55,8 +55,9 @@ def test_refit_promotes_a_head_that_shares_the_encoder(tmp_path: Path) -> None:
         new, old = registry.get(result.version).path, registry.get("v1").path
         assert os.stat(new / "encoder.pt").st_ino == os.stat(old / "encoder.pt").st_ino  # hard-linked
         meta = json.loads((new / "bundle.json").read_text())
-        assert meta["encoder_version"] == "v1" and meta["head"] == settings.classify.head
         record = registry.get(result.version)
+        # The head the choice picked serves (classify.head auto: linear or kNN on the cached features).
+        assert meta["encoder_version"] == "v1" and meta["head"] == record.metrics["head_selection"]["winner"]
         assert record.metrics["gate"]["accuracy"] == result.accuracy
         assert record.metrics["refit"]["n_labels"] == 24 and record.metrics["refit"]["trigger"] == "labels"
         assert record.metrics["refit"]["seconds"] == pytest.approx(result.seconds, abs=1e-3)

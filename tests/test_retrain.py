@@ -80,8 +80,9 @@ def test_promote_then_skip_then_sabotaged_model_is_rejected(tmp_path: Path, monk
     assert first.status == "promoted", first.reason
     assert first.reason.startswith("first model") and first.n_images == 45 and first.n_labels == 24
     assert first.candidate is not None and first.candidate["accuracy"] is not None
-    assert first.candidate["head"] == settings.classify.head  # the gate scored the head that serves
     registry = ModelRegistry(state)
+    # The gate scored the head that serves, the one the choice on held-out labels picked.
+    assert first.candidate["head"] == registry.get(first.version).metrics["head_selection"]["winner"]
     assert registry.current_version() == first.version
     bundle = ModelBundle.load(registry.root / "current")
     assert sorted(bundle.classes) == sorted(CLASSES)

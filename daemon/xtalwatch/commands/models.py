@@ -54,14 +54,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"no models yet in {state / 'models'} (train one with `xtalwatch train --now`)")
             return 0
         print(f"  {'VERSION':<23} {'STATUS':<9} {'CREATED':<16} {'IMAGES':>6} {'LABELS':>6} "
-              f"{'HEAD':<6} {'ACC':>5} {'STD':>7}  REASON")
+              f"{'HEAD':<9} {'ACC':>5} {'WON BY':>7} {'STD':>7}  REASON")
         for r in records:
             gate = r.metrics.get("gate") or {}
             created = datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")
             std = gate.get("feature_std")
+            margin = (r.metrics.get("head_selection") or {}).get("margin")  # over the runner-up head
             print(f"{'*' if r.version == current else ' '} {r.version:<23} {r.status:<9} {created:<16} "
                   f"{r.metrics.get('n_images', '-'):>6} {r.metrics.get('n_labels', '-'):>6} "
-                  f"{gate.get('head') or '-':<6} {_accuracy(gate.get('accuracy')):>5} "
+                  f"{gate.get('head') or '-':<9} {_accuracy(gate.get('accuracy')):>5} "
+                  f"{'-' if margin is None else f'{margin:+.3f}':>7} "
                   f"{'-' if std is None else f'{std:.4f}':>7}  {r.reason}")
         return 0
 

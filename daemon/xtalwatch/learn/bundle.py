@@ -1,8 +1,9 @@
 """The model bundle: encoder + head + calibration, one folder, the unit the registry serves.
 
-A bundle folder holds ``encoder.pt`` (the SimCLR encoder's weights), ``head.pt`` (linear
-weights or a kNN bank; absent before the first labels) and ``bundle.json`` (version, classes,
-crop size, calibration temperature, metrics, data fingerprint, training config). It is written
+A bundle folder holds ``encoder.pt`` (the SimCLR encoder's weights, fine-tuned when the
+fine-tuned head won), ``head.pt`` (linear weights, a kNN bank or the fine-tuned MLP; absent
+before the first labels) and ``bundle.json`` (version, classes, crop size, calibration
+temperature, metrics with the head choice, data fingerprint, training config). It is written
 into a temporary folder beside ``<folder>`` and renamed, so a reader sees a whole bundle or none.
 
 Crops go in as the service stores them: uint8 (N, S, S, 3) **BGR** (OpenCV's order, what
@@ -29,6 +30,16 @@ from xtalwatch.files import atomic_dir
 from xtalwatch.learn.features import embed, to_model_rgb
 from xtalwatch.learn.gate import feature_std
 from xtalwatch.learn.heads.calibrate import fit_temperature, nll, softmax
+from xtalwatch.learn.heads.finetuned import FinetunedHead, finetune
+from xtalwatch.learn.heads.select import (
+    FEATURE_KINDS,
+    HeadSelection,
+    accuracy,
+    candidate_kinds,
+    choose,
+    feature_kind,
+    selection_split,
+)
 from xtalwatch.learn.heads.serving import Head, fit_head, head_from_state
 from xtalwatch.learn.simclr.encoder import Encoder
 
@@ -202,39 +213,35 @@ def calls(bundle: ModelBundle, probs: np.ndarray, uncertain_below: float, digits
     return out
 
 
-def _holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """A stratified (fit, holdout) split when every class has at least 2 labels, else None."""
-    counts = np.bincount(y)
-    if len(y) < 10 or (counts[counts > 0] < 2).any():
-        return None
-    from xtalwatch.learn.evaluate.split import stratified_split
-
-    return stratified_split(y, fraction, seed)
-
-
 def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str | None] | None,
                  cfg: ClassifyConfig, version: str, *, image_size: int | None = None, data_fingerprint: str = "",
-                 train_config: dict | None = None, holdout_fraction: float = 0.2, seed: int = 0) -> ModelBundle:
-    """Fit the serving head and its temperature on the labelled crops, and wrap everything as a bundle.
+                 train_config: dict | None = None, holdout_fraction: float = 0.2, seed: int = 0,
+                 proj_layer: torch.nn.Module | None = None, progress: bool = False) -> ModelBundle:
+    """Choose the serving head on held-out labels, calibrate it, and wrap everything as a bundle.
 
     Args:
-        encoder: the trained SimCLR encoder (eval mode is set here).
+        encoder: the trained SimCLR encoder (eval mode is set here; a fine-tune trains a copy).
         train_crops: (N, S, S[, C]) uint8 service-layout crops (BGR or grey).
         labels: one class name per crop (None for an unlabelled crop), or None for no labels at all.
             Sub-classes fold onto ``cfg.classes`` (``needles`` → ``crystals``).
-        cfg: the ``classify`` section: classes, serving head, kNN k and temperature.
+        cfg: the ``classify`` section: classes, the head (``auto`` or forced), kNN and fine-tune knobs.
         version: the bundle's version string (the registry names it).
         image_size: crop side the encoder expects (default: the crops' own size).
+        proj_layer: the SimCLR run's first projection layer, where a fine-tune starts (None: fresh).
 
-    The head is fitted on a stratified 80 % of the labels and the temperature on the other 20 %
-    (its NLL and accuracies go into ``metrics``); the head is then refitted on every label with
-    that temperature kept. With too few labels to hold some out, T = 1.
+    The candidates (``learn/heads/select.py``) are fitted on a stratified 80 % of the labels and
+    scored on the other 20 %; the winner's temperature is fitted there too, and every candidate's
+    accuracy goes into ``metrics`` with the choice (``head_selection``). A linear or kNN winner is
+    then refitted on every label with T kept; a fine-tuned winner serves as it was measured (fitted
+    on the 80 %), its encoder replacing ``encoder``: a second fine-tune would double the CPU cost.
+    With too few labels to hold some out: the forced kind, or linear for ``auto``, and T = 1.
     """
     size = image_size or int(np.asarray(train_crops).shape[1])
     probe = ModelBundle(version=version, encoder=encoder, image_size=size)
     metrics: dict = {}
     labelled = [i for i, lab in enumerate(labels or []) if lab is not None]
-    feats = probe.embed(np.asarray(train_crops)[labelled] if labelled else np.asarray(train_crops)[:256])
+    crops = np.asarray(train_crops)[labelled] if labelled else np.asarray(train_crops)[:256]
+    feats = probe.embed(crops)
     metrics["feature_std"] = feature_std(feats) if len(feats) > 1 else 0.0
     if not labelled:
         return ModelBundle(version=version, encoder=encoder, image_size=size, metrics=metrics,
@@ -248,22 +255,53 @@ def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str
     classes = [c for c in cfg.classes if c in set(names)]
     y = np.array([classes.index(n) for n in names])
     k = len(classes)
+    kinds = candidate_kinds(cfg)
+    if k < 2 and "finetuned" in kinds:  # one class: nothing to fine-tune towards; a probe says the one class
+        kinds = ("linear",)
+
+    def tune(idx: np.ndarray) -> tuple[Encoder, FinetunedHead]:
+        return finetune(encoder, to_model_rgb(crops[idx], size), y[idx], k, cfg, proj_layer=proj_layer, seed=seed,
+                        progress=progress)
 
     temperature = 1.0
-    split = _holdout(y, holdout_fraction, seed)
-    if split is not None and k >= 2:
+    split = selection_split(y, holdout_fraction, seed) if k >= 2 else None
+    tuned: tuple[Encoder, FinetunedHead] | None = None
+    if split is not None:
         fi, ho = split
-        for kind in ("linear", "knn"):
-            lg = fit_head(feats[fi], y[fi], k, cfg, kind).logits(feats[ho])
-            metrics[f"holdout_accuracy_{kind}"] = float((lg.argmax(1) == y[ho]).mean())
-            if kind == cfg.head:
-                temperature = fit_temperature(lg, y[ho])
-                metrics["holdout_nll_uncalibrated"] = nll(lg, y[ho])
-                metrics["holdout_nll_calibrated"] = nll(lg, y[ho], temperature)
+        logits: dict[str, np.ndarray] = {}
+        skipped: dict[str, str] = {}
+        for kind in dict.fromkeys((*FEATURE_KINDS, *kinds)):  # the cheap kinds are scored even when not allowed
+            if kind in FEATURE_KINDS:
+                logits[kind] = fit_head(feats[fi], y[fi], k, cfg, kind).logits(feats[ho])
+            elif cfg.head == "auto" and len(y) < cfg.finetune_min_labels:
+                skipped[kind] = f"{len(y)} labels < classify.finetune_min_labels {cfg.finetune_min_labels}"
+            else:
+                tuned = tune(fi)
+                logits[kind] = tuned[1].logits(embed(tuned[0], to_model_rgb(crops[ho], size)))
+        selection = choose({kind: accuracy(lg, y[ho]) for kind, lg in logits.items()}, len(ho), skipped,
+                           allowed=kinds)
+        for kind, acc in selection.accuracies.items():
+            metrics[f"holdout_accuracy_{kind}"] = acc
+        best = logits[selection.winner]
+        temperature = fit_temperature(best, y[ho])
+        metrics["holdout_nll_uncalibrated"] = nll(best, y[ho])
+        metrics["holdout_nll_calibrated"] = nll(best, y[ho], temperature)
         metrics["holdout_size"] = int(len(ho))
+    else:
+        winner = "finetuned" if kinds == ("finetuned",) else feature_kind(cfg)
+        why = f"{len(y)} labels of {k} class(es): too few to hold any out (10 or more, 2 or more per class)"
+        selection = HeadSelection(winner, skipped={kind: why for kind in candidate_kinds(cfg) if kind != winner})
+    metrics["head_selection"] = selection.to_dict()
     metrics["n_labels"] = len(y)
     metrics["label_counts"] = {c: int((y == i).sum()) for i, c in enumerate(classes)}
-    head = fit_head(feats, y, k, cfg)
+    head: Head
+    if selection.winner == "finetuned":
+        encoder, head = tuned if tuned is not None else tune(np.arange(len(y)))
+        metrics["feature_std"] = feature_std(embed(encoder, to_model_rgb(crops, size))) if len(crops) > 1 else 0.0
+    else:
+        head = fit_head(feats, y, k, cfg, selection.winner)
+    log.info("bundle %s: %s head serves (%s)", version, selection.winner,
+             ", ".join(f"{kind} {acc:.3f}" for kind, acc in selection.accuracies.items()) or "no hold-out")
     return ModelBundle(version=version, encoder=encoder, image_size=size, classes=classes, head=head,
                        temperature=temperature, metrics=metrics, data_fingerprint=data_fingerprint,
                        train_config=train_config)

@@ -7,13 +7,14 @@ Two questions, each answered on the code path the service runs:
   (the check of Chen & He, "Exploring Simple Siamese Representation Learning", 2021, sec. 4.1).
   :func:`feature_std` is that spread; a collapsed encoder measures ~0, a random-init ResNet-18
   about 0.003, a perfectly spread 512-d representation 1/sqrt(512) ~ 0.044.
-* **Accuracy** (with labels): the head each model serves, the ``classify.head`` kind built by
-  ``learn/heads`` (:func:`~xtalwatch.learn.heads.fit_head`), is scored on the labelled hold-out.
-  The candidate's own head was fitted on the labels outside the hold-out; the serving model's
-  own head is scored on the same hold-out, *measured now* (not the numbers it had when it was
-  promoted, which were measured on other data). A model without a head (trained before the first
-  label) gets one fitted here, the same way, on the labels outside the hold-out. The candidate
-  may not fall more than ``gate_margin`` below the serving model.
+* **Accuracy** (with labels): the head each model serves (linear, kNN or fine-tuned, whichever
+  ``learn/heads/select.py`` chose for it, on its own features) is scored on the labelled hold-out.
+  The candidate's head was chosen and fitted on the labels outside the hold-out only; the serving
+  model's own head is scored on the same hold-out, *measured now* (not the numbers it had when it
+  was promoted, which were measured on other data). A model without a head (trained before the
+  first label) gets one fitted here on the labels outside the hold-out: the forced linear or kNN
+  kind, else linear (:func:`~xtalwatch.learn.heads.fit_head`). The candidate may not fall more
+  than ``gate_margin`` below the serving model.
 
 The hold-out is chosen by content hash, so an image stays on its side while the labels grow; the
 hold-out grows with them, so a few images the serving head was fitted on may be held out now.
@@ -55,7 +56,7 @@ class GateMetrics:
 
     feature_std: float
     accuracy: float | None = None  # hold-out accuracy of the head the model serves
-    head: str | None = None  # that head's kind (linear or knn)
+    head: str | None = None  # that head's kind (linear, knn or finetuned)
     n_images: int = 0  # images the feature spread was measured on
     n_train_labels: int = 0
     n_holdout: int = 0
@@ -138,9 +139,9 @@ def measure(features: np.ndarray, labelled: np.ndarray | None = None, labels: Se
         labelled: (M, D) features of the labelled images (None: no labels).
         labels: M class names. holdout: M booleans, True for the hold-out.
         cfg: the ``classify`` section: the head kind (and kNN k and temperature) fitted when
-            ``head`` is None.
-        head, classes: the model's own head and its column names; None: fit ``cfg.head`` on the
-            labels outside the hold-out.
+            ``head`` is None (``fit_head``: the forced linear or knn, else linear).
+        head, classes: the model's own head and its column names; None: fit one on the labels
+            outside the hold-out.
     """
     std = feature_std(features)
     if labelled is None or labels is None or holdout is None or len(labels) == 0:
@@ -174,7 +175,7 @@ def measure_model(model: Measurable, sample: np.ndarray, labelled: np.ndarray | 
         sample: (N, S, S[, C]) uint8 crops of usable images, for the spread.
         labelled: (M, S, S[, C]) uint8 crops of the labelled images, or None; labels: their M
             classes; holdout: M booleans, True for the hold-out.
-        cfg: the ``classify`` section (a bundle without a head gets ``cfg.head`` fitted).
+        cfg: the ``classify`` section (a bundle without a head gets one fitted, as :func:`measure` says).
     """
     features = model.embed(sample)
     if labelled is None:

@@ -9,7 +9,9 @@ then, read top to bottom in :meth:`HeadRefitter.refit_now`:
    its features under the serving encoder from the :class:`FeatureCache`; crops the cache lacks
    are embedded with the serving encoder (loaded only then) and put in the cache;
 3. the hold-out chosen by content hash (``learn.gate.holdout_mask``), as retraining chooses it;
-4. a candidate head (``classify.head``) fitted on the rest, its temperature on the hold-out;
+4. a candidate head fitted on the rest: for ``classify.head: auto`` linear and kNN compete on a
+   stratified part of those labels (``heads.serving.choose_feature_head``, the choice recorded as
+   ``head_selection``) and the winner is refitted on all of them; its temperature on the hold-out;
 5. the gate (``learn.gate.measure`` + ``gate``): the candidate against the serving head scored
    on the same hold-out now, within ``retrain.gate_margin``;
 6. the candidate, exactly the head the gate measured, becomes a new registry version sharing the
@@ -21,6 +23,11 @@ The served head is fitted outside the hold-out, as retraining's is, and not re-f
 label: the next re-fit scores the serving head on the same hold-out, and a head that had seen
 those images would win every comparison (measured: the second of two re-fits in a row was
 rejected). The hold-out is 20 % of the labels; each label still teaches, in one of the two roles.
+
+A fine-tune is never made here: it needs the crops and minutes of CPU, so retraining makes it.
+When a fine-tuned model serves, the re-fitted linear or kNN head goes on its fine-tuned encoder's
+(cached) features and must beat the fine-tuned head in the gate, as any candidate must; with
+``classify.head: finetuned`` forced, a re-fit does nothing and says so.
 
 The seconds from the first :meth:`request` of a batch to the promotion are recorded with each result.
 """
@@ -44,7 +51,7 @@ from xtalwatch.learn.feature_cache import FeatureCache
 from xtalwatch.learn.features import CropUnreadable, read_crop
 from xtalwatch.learn.gate import gate, holdout_mask, measure
 from xtalwatch.learn.heads.calibrate import fit_temperature
-from xtalwatch.learn.heads.serving import fit_head
+from xtalwatch.learn.heads.serving import choose_feature_head
 from xtalwatch.learn.registry import ModelRegistry, new_version
 from xtalwatch.store.catalogue import Catalogue
 from xtalwatch.store.labels import crop_paths_of, latest_labels, sha256_of
@@ -191,6 +198,10 @@ class HeadRefitter:
         if len(classes) < 2:
             result.reason = f"labels of {len(classes)} class(es) ({', '.join(classes) or 'none'}); a head needs two"
             return result
+        if ccfg.head == "finetuned":
+            result.reason = ("classify.head is finetuned: a fine-tune needs the crops and minutes of CPU, so "
+                             "retraining makes it (xtalwatch train --now); the labels wait for it")
+            return result
         x = np.stack([features[i] for i in ids])
         y = np.array([classes.index(c) for c in names])
         shas = sha256_of(self.catalogue, ids)
@@ -200,7 +211,8 @@ class HeadRefitter:
         # -- the candidate head, its temperature, and the gate ---------------------------------------
         tick = time.monotonic()
         temperature = 1.0
-        candidate = fit_head(x[~mask], y[~mask], len(classes), ccfg)
+        candidate, selection = choose_feature_head(x[~mask], y[~mask], len(classes), ccfg,
+                                                   holdout_fraction=rcfg.holdout_fraction)
         if mask.any():
             temperature = fit_temperature(candidate.logits(x[mask]), y[mask])
         steps["fit"] = time.monotonic() - tick
@@ -225,9 +237,10 @@ class HeadRefitter:
                                 data_fingerprint=_labels_fingerprint(meta.get("data_fingerprint", ""), ids, names),
                                 metrics={"n_labels": len(ids), "label_counts": {c: names.count(c) for c in classes},
                                          f"holdout_accuracy_{head.kind}": cand.accuracy,
-                                         "holdout_size": int(mask.sum())})
+                                         "holdout_size": int(mask.sum()),
+                                         "head_selection": selection.to_dict()})
         metrics = {"gate": cand.to_dict(), "serving_gate": serv.to_dict(), "n_images": self.cache.count(encoder),
-                   "n_labels": len(ids), "refit": refit_info}
+                   "n_labels": len(ids), "refit": refit_info, "head_selection": selection.to_dict()}
         self.registry.add(bundle, version=version, data_fingerprint=bundle.data_fingerprint, metrics=metrics,
                           config={"classify": ccfg.model_dump(mode="json"), "retrain": rcfg.model_dump(mode="json")},
                           status="candidate" if decision.promote else "rejected", reason=decision.reason)

@@ -34,6 +34,7 @@ def model_view(record: ModelRecord, serving: str | None) -> dict[str, Any]:
             "n_train_labels": gate.get("n_train_labels"),
             # The serving model's score on the same held-out labels when this one was gated.
             "serving_accuracy": (record.metrics.get("serving_gate") or {}).get("accuracy"),
+            "head_selection": record.metrics.get("head_selection"),  # which head won on held-out labels, by how much
             "made_by": "head re-fit" if "refit" in record.metrics else "training"}
 
 

@@ -12,9 +12,12 @@ The service runs this in a child process (``python -m xtalwatch.learn.retrain``,
    (``now=False``) also skips when nothing changed since the serving model was trained;
 4. trains SimCLR, warm-started from the serving encoder (``train(init_encoder=...)``) or from
    scratch (``retrain.warm_start``, or a serving model of another input size or stem);
-5. builds a bundle (encoder + the ``classify.head`` head on the labels outside the hold-out);
+5. builds a bundle on the labels outside the hold-out: the head that serves is chosen among
+   linear, kNN and a SimCLRv2 fine-tune (from the run's first projection layer) as
+   ``classify.head`` says (``learn/heads/select.py``), and the choice is recorded
+   (``head_selection``: every candidate's accuracy, the margin, the labels scored on);
 6. measures the candidate and the serving model on the same images and hold-out, each with the
-   head it serves, and asks the gate;
+   head it serves (a fine-tuned one on its own fine-tuned encoder), and asks the gate;
 7. stores the model in the registry, promoted or rejected with the reason, and prunes old ones;
 8. records its outcome: ``result.json`` beside ``retrain.log`` in ``<state>/training/<version>/``,
    and, unless it was skipped, an event in the catalogue with its alert (``announce.py``).
@@ -135,6 +138,7 @@ def _run(settings: Settings, now: bool, progress: bool, outcome: RetrainOutcome,
     log.info("retrain %s: %d steps, final loss %s, %.0f views/s", version, result.steps, outcome.final_loss,
              result.views_per_second)
     encoder = _trained_encoder(result.checkpoint)
+    proj_layer = _projection_layer(result.checkpoint)
     del images, dataset
 
     # -- bundle, on the labels outside the hold-out ---------------------------------------------
@@ -148,7 +152,8 @@ def _run(settings: Settings, now: bool, progress: bool, outcome: RetrainOutcome,
     labelled = read_crops([usable.crop_paths[index[i]] for i in labelled_ids], channels) if labelled_ids else None
     train_labels = [lab for lab, held_out in zip(label_list, mask, strict=True) if not held_out]
     bundle_kwargs = {"image_size": tcfg.image_size, "data_fingerprint": fingerprint,
-                     "train_config": tcfg.model_dump(mode="json"), "seed": tcfg.seed}
+                     "train_config": tcfg.model_dump(mode="json"), "seed": tcfg.seed, "proj_layer": proj_layer,
+                     "progress": progress}
     if labelled is not None and train_labels:
         candidate = build_bundle(encoder, labelled[~mask], train_labels, ccfg, version, **bundle_kwargs)
     else:
@@ -171,7 +176,8 @@ def _run(settings: Settings, now: bool, progress: bool, outcome: RetrainOutcome,
                           "final_loss": outcome.final_loss, "steps": result.steps,
                           "n_images": len(usable), "n_labels": len(usable.labels),
                           "warm_start": outcome.warm_start,
-                          "warm_start_from": outcome.serving_version if outcome.warm_start else None})
+                          "warm_start_from": outcome.serving_version if outcome.warm_start else None,
+                          "head_selection": candidate.metrics.get("head_selection")})
     if decision.promote:
         registry.promote(version, decision.reason)
     else:
@@ -217,6 +223,17 @@ def _trained_encoder(checkpoint: Path) -> Encoder:
     from xtalwatch.learn.simclr import load_encoder
 
     return load_encoder(checkpoint)
+
+
+def _projection_layer(checkpoint: Path):
+    """The run's first projection layer, where a fine-tune starts; None (a fresh layer) when unreadable."""
+    from xtalwatch.learn.heads.finetuned import projection_layer_from_checkpoint
+
+    try:
+        return projection_layer_from_checkpoint(checkpoint)
+    except (KeyError, RuntimeError, ValueError) as exc:  # another head layout: fine-tune from a fresh layer
+        log.warning("retrain: no projection layer in %s (%s); a fine-tune starts from a fresh one", checkpoint, exc)
+        return None
 
 
 def _known_labels(usable: UsableImages, cfg: ClassifyConfig) -> tuple[list[int], list[str]]:
