@@ -3,7 +3,9 @@
 Builds a bundle from the evaluation's SimCLR encoder (trained on the DataFactory train split,
 no labels) with a linear head on every DataFactory training label (7 synthetic classes), then
 classifies each frame of ``$XTALWATCH_REAL_IMAGES/marco-gsk/<folder>/*`` exactly as
-``xtalwatch classify`` does. Prints a Markdown table.
+``xtalwatch classify`` does. Prints a Markdown table of the calls, then agreement per MARCO
+folder: the crystal habits (needles, plates, prisms, microcrystals) fold onto ``crystals``;
+MARCO's ``other`` (skins, phase separation) has no synthetic class, so it never agrees.
 
     .venv/bin/python bench/eval_marco.py WORK_DIR [NAME]   # WORK_DIR of bench/eval_datafactory.sh; NAME of its --out
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from xtalwatch.commands.classify import classify_files
@@ -20,6 +23,24 @@ from xtalwatch.config import ClassifyConfig, Settings
 from xtalwatch.learn.bundle import ModelBundle, build_bundle
 from xtalwatch.learn.simclr import load_encoder
 from xtalwatch.learn.simclr.data import list_images
+
+# The synthetic class a MARCO folder agrees with; the habits all count as MARCO's "crystals".
+FOLD = {"clear": "clear", "precipitate": "precipitate", "needles": "crystals", "plates": "crystals",
+        "prisms": "crystals", "microcrystals": "crystals"}
+FOLDERS = ("clear", "crystals", "precipitate", "other")
+
+
+def agreement(rows: list[dict]) -> dict[str, tuple[int, int]]:
+    """MARCO folder -> (frames whose call folds onto the folder, labelled frames); unlabelled frames left out."""
+    hits: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for r in rows:
+        folder = Path(r["path"]).parent.name
+        if folder not in FOLDERS:
+            continue
+        total[folder] += 1
+        hits[folder] += "error" not in r and FOLD.get(r["class"]) == folder
+    return {f: (hits[f], total[f]) for f in FOLDERS if total[f]}
 
 
 def main(work: Path, name: str = "datafactory_eval") -> int:
@@ -51,6 +72,14 @@ def main(work: Path, name: str = "datafactory_eval") -> int:
             print(f"| {p.name} | {p.parent.name} | error: {r['error']} | | |")
         else:
             print(f"| {p.name} | {p.parent.name} | {r['class']} | {r['confidence']:.2f} | {', '.join(r['flags']) or '-'} |")
+    agree = agreement(rows)
+    print("\n| MARCO folder | agree | frames |\n|---|---|---|")
+    for folder, (hit, n) in agree.items():
+        print(f"| {folder} | {hit} | {n} |")
+    hit, n = sum(h for h, _ in agree.values()), sum(n for _, n in agree.values())
+    print(f"| all labelled | {hit} | {n} |")
+    calls = Counter(r.get("class", "error") for r in rows)
+    print("\ncalls: " + ", ".join(f"{c} {calls[c]}" for c in sorted(calls)))
     return 0
 
 

@@ -148,10 +148,24 @@ def test_needles_and_plates_differ_in_shape_not_in_darkness() -> None:
 
 
 def test_dark_frames_are_dark_and_the_others_are_not() -> None:
-    means = {cls: [float(render_drop(np.random.default_rng([s, i]), cls, (96, 72)).mean()) for s in range(6)]
-             for i, cls in enumerate(CLASSES)}
+    means = {cls: [float(render_drop(np.random.default_rng([s, i]), cls, (96, 72), uv=False).mean())
+                   for s in range(6)] for i, cls in enumerate(CLASSES)}
     assert max(means["dark"]) < 45
     assert min(min(v) for cls, v in means.items() if cls != "dark") > 70
+
+
+def test_uv_frames_are_grey_and_dim_with_a_glowing_drop() -> None:
+    """UV is a nuisance, not a failed frame: dimmer than visible light, yet the drop stands out."""
+    for s, cls in enumerate(("clear", "prisms", "precipitate")):
+        visible = render_drop(np.random.default_rng(s), cls, (96, 72), style="minstrel", colour=True, uv=False)
+        uv = render_drop(np.random.default_rng(s), cls, (96, 72), style="minstrel", colour=True, uv=True)
+        assert np.array_equal(uv[..., 0], uv[..., 2]), "UV frames are grey"
+        assert uv.mean() < visible.mean()
+        scene = sample_scene(np.random.default_rng(s), 96, 72, "minstrel", True)  # the scene render_drop drew
+        drop = np.zeros((72, 96), np.uint8)
+        cv2.fillPoly(drop, [scene.drop_contour], 1, cv2.LINE_AA, 4)
+        inside = cv2.erode(drop, np.ones((5, 5), np.uint8)).astype(bool)
+        assert uv[..., 0][inside].mean() > uv[..., 0][drop == 0].mean()
 
 
 def test_render_drop_shapes_and_modes() -> None:

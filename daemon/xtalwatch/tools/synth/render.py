@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -24,21 +26,43 @@ def drop_region(scene: Scene, content_seed: int) -> Region:
 
 def render_frame(scene: Scene, state: str, *, content_seed: int, growth: float, frame_rng: np.random.Generator,
                  dark: bool = False) -> np.ndarray:
-    """One inspection of a drop: BGR uint8 (H, W, 3); greyscale scenes have equal channels."""
+    """One inspection of a drop: BGR uint8 (H, W, 3); greyscale and UV scenes have equal channels."""
     light, factor, drop = layers(scene)
     t = content_transmission(state, scene.height, scene.width, drop_region(scene, content_seed), content_seed,
                              growth)
-    # Content lives in the drop only; feather it by the anti-aliased drop mask.
-    factor *= 1 + (t - 1) * drop
     planes = light
-    if not scene.colour:  # a monochrome camera sees luminance only
+    if not scene.colour or scene.uv:  # a monochrome camera sees luminance only
         planes = [cv2.addWeighted(cv2.addWeighted(planes[0], 0.114, planes[1], 0.587, 0), 1, planes[2], 0.299, 0)]
+    # Content lives in the drop only; feather it by the anti-aliased drop mask.
+    absorbed = (1 - t) * drop
+    if scene.uv:  # UV: the field is dim, the drop's protein glows and what it absorbs glows brighter
+        factor *= cv2.max(absorbed, 0.0) * 1.5 + drop * scene.uv_glow + 1
+        factor *= scene.brightness * 0.4
+        tints = None
+    else:
+        tints = _content_tints(state, content_seed) if len(planes) == 3 else None
+        if tints is None:
+            factor *= 1 - absorbed
     darken = float(frame_rng.uniform(0.03, 0.2)) if dark else 1.0
-    return finish([plane * factor for plane in planes], scene, frame_rng, darken=darken)
+    if tints is None:
+        return finish([plane * factor for plane in planes], scene, frame_rng, darken=darken)
+    # Brown or yellow content absorbs each channel by its own amount (protein with a cofactor, dirt).
+    out = [plane * factor * (1 - absorbed * k) for plane, k in zip(planes, tints, strict=True)]
+    return finish(out, scene, frame_rng, darken=darken)
+
+
+def _content_tints(state: str, content_seed: int) -> tuple[float, float, float] | None:
+    """Per-channel absorbance of coloured content (B, G, R), or None: grey. Precipitate is often brown."""
+    rng = np.random.default_rng([content_seed, 13])
+    if rng.random() >= (0.4 if state == "precipitate" else 0.08):
+        return None
+    warmth = rng.uniform(0.15, 0.45)
+    return (1 + warmth, 1.0, 1 - warmth)
 
 
 def render_drop(rng: np.random.Generator, cls: str, size: tuple[int, int] = (512, 512), *,
-                style: str | None = None, colour: bool | None = None, growth: float | None = None) -> np.ndarray:
+                style: str | None = None, colour: bool | None = None, growth: float | None = None,
+                uv: bool | None = None) -> np.ndarray:
     """A single independent drop photograph of class ``cls``: BGR uint8 (height, width, 3).
 
     Args:
@@ -47,6 +71,7 @@ def render_drop(rng: np.random.Generator, cls: str, size: tuple[int, int] = (512
         size: (width, height) in pixels.
         style: ``marco``, ``minstrel`` or ``vmxi``; random when None.
         colour: colour or greyscale; random when None (vmxi is always grey).
+        uv: a UV frame (dim, grey, the drop glowing); random (4 % of drops) when None.
     """
     if cls not in CLASSES:
         raise ValueError(f"unknown class {cls!r}; known: {', '.join(CLASSES)}")
@@ -56,6 +81,8 @@ def render_drop(rng: np.random.Generator, cls: str, size: tuple[int, int] = (512
     style = style if style is not None else STYLES[int(rng.integers(0, len(STYLES)))]
     colour = colour if colour is not None else (style != "vmxi" and rng.random() < 0.8)
     scene = sample_scene(rng, width, height, style, colour)
+    if uv is not None:
+        scene = dataclasses.replace(scene, uv=uv)
     state = cls
     if cls == "dark":
         state = ("clear", "precipitate", "needles", "plates", "prisms", "microcrystals")[int(rng.integers(0, 6))]

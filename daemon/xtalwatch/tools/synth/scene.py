@@ -1,9 +1,12 @@
 """The fixed part of a drop photograph: well, drop outline, illumination and optics.
 
-Modelled on ../shared/real-images: MARCO/GSK frames (round well, thick black rim, pink and
-green polariser gradients, drop with a dark meniscus crescent on one side), Rigaku Minstrel
-frames (square well with chamfered corners, grey rim, mottled plastic around it, near-neutral
-light) and VMXi frames (greyscale, bright rectangular well in a dark surround).
+Modelled on ../shared/real-images: MARCO/GSK frames (round well, thick black rim, often cut by
+the frame edge, pink and green polariser gradients, sometimes rainbow bands, large faint drops
+with a thin dark edge and a dark meniscus crescent on one side), Rigaku Minstrel frames (square
+well with chamfered corners, grey rim, mottled plastic around it, near-neutral light), VMXi
+frames (greyscale, bright rectangular well in a dark surround) and UV frames (dim grey field,
+the drop's protein glowing). Nuisances that any class may show: a wrinkled skin on the drop,
+a drop tinted apart from the well, a zoomed view with no well in sight.
 
 A :class:`Scene` is drawn once per drop and reused for every inspection, so the well position and
 the drop outline stay put while the content evolves. All smooth fields are computed on a small
@@ -56,7 +59,16 @@ class Scene:
     meniscus_dark: float = 0.5
     meniscus_angle: float = 0.0
     lens_gain: float = 1.0  # brightness of the drop interior relative to the well
-    seed: int = 0  # for the rim and plastic textures
+    seed: int = 0  # for the rim, plastic and skin textures
+    edge_dark: float = 0.0  # thin dark line along the drop outline, 0..1
+    edge_width: float = 1.0  # px
+    rainbow: float = 0.0  # saturation of rainbow polariser bands, 0 = none
+    rainbow_freq: float = 2.0  # bands across the frame
+    drop_tint: tuple[float, float, float] = (0.0, 0.0, 0.0)  # BGR gain change inside the drop
+    skin: float = 0.0  # strength of a wrinkled skin on the drop, 0 = none
+    skin_brown: bool = False
+    uv: bool = False  # a UV (fluorescence) frame: dim grey field, protein glows
+    uv_glow: float = 0.0  # brightness the drop adds in UV, fraction of the field
 
     @property
     def scale(self) -> float:
@@ -69,17 +81,20 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, style: str, 
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
     short = min(width, height)
-    jitter = short * 0.04
+    jitter = short * (0.04 if rng.random() < 0.7 else 0.12)
     centre = (width / 2 + rng.uniform(-jitter, jitter), height / 2 + rng.uniform(-jitter, jitter))
-    if style == "marco":
-        shape, half, rim = "round", short * rng.uniform(0.40, 0.47), short * rng.uniform(0.08, 0.14)
+    if style == "marco":  # MARCO wells fill the frame's height: often cut by its edge
+        shape, half, rim = "round", short * rng.uniform(0.40, 0.56), short * rng.uniform(0.06, 0.14)
     elif style == "minstrel":
-        shape, half, rim = "square", short * rng.uniform(0.40, 0.46), short * rng.uniform(0.015, 0.03)
+        shape, half, rim = "square", short * rng.uniform(0.40, 0.50), short * rng.uniform(0.015, 0.03)
     else:
-        shape, half, rim = "square", short * rng.uniform(0.36, 0.46), short * rng.uniform(0.01, 0.03)
+        shape, half, rim = "square", short * rng.uniform(0.36, 0.50), short * rng.uniform(0.01, 0.03)
+    zoom = rng.random() < 0.05  # a close-up inside the well: no rim in sight, the drop fills the frame
+    if zoom:
+        half *= rng.uniform(2.2, 3.0)
     # Drop: off-centre, sometimes pushed against the wall, outline a low-order Fourier wobble.
-    radius = half * rng.uniform(0.42, 0.78)
-    offset = rng.uniform(0.0, 1.0) ** 0.7 * (half - radius * 0.6)
+    radius = (short * rng.uniform(0.35, 0.6)) if zoom else half * rng.uniform(0.42, 0.9)
+    offset = rng.uniform(0.0, 1.0) ** 0.7 * ((short * 0.1) if zoom else (half - radius * 0.6))
     direction = rng.uniform(0, 2 * np.pi)
     dc = (centre[0] + offset * np.cos(direction), centre[1] + offset * np.sin(direction))
     theta = np.linspace(0, 2 * np.pi, 120, endpoint=False)
@@ -99,15 +114,24 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, style: str, 
     else:
         warm = rng.uniform(-0.03, 0.03)
         tints = np.array([[0.93 - warm, 0.93, 0.93 + warm], [0.95, 0.95, 0.95]], dtype=np.float32)
+    rainbow_p = 0.35 if style == "marco" else 0.1
+    rainbow = rng.uniform(0.1, 0.35) if colour and rng.random() < rainbow_p else 0.0
+    tint_drop = rng.normal(0, 0.04, 3).clip(-0.1, 0.1) if colour and rng.random() < 0.5 else np.zeros(3)
+    skin = rng.uniform(0.08, 0.3) if rng.random() < 0.12 else 0.0
+    uv = bool(rng.random() < 0.04)
     return Scene(
         width=width, height=height, style=style, colour=colour, well_shape=shape,
         well_centre=centre, well_half=half, rim=rim, drop_centre=dc, drop_radius=radius,
         drop_contour=contour, tints=tints.astype(np.float32), tint_angle=rng.uniform(0, 2 * np.pi),
         light_angle=rng.uniform(0, 2 * np.pi), light_slope=rng.uniform(0.02, 0.18),
         vignette=rng.uniform(0.05, 0.3), brightness=rng.uniform(0.78, 0.97),
-        meniscus_width=short * rng.uniform(0.008, 0.04), meniscus_dark=rng.uniform(0.25, 0.75),
+        meniscus_width=short * rng.uniform(0.004, 0.03), meniscus_dark=rng.uniform(0.08, 0.75),
         meniscus_angle=rng.uniform(0, 2 * np.pi), lens_gain=rng.uniform(0.94, 1.04),
         seed=int(rng.integers(0, 2**31)),
+        edge_dark=rng.uniform(0.0, 0.45), edge_width=max(0.7, short * rng.uniform(0.002, 0.006)),
+        rainbow=rainbow, rainbow_freq=rng.uniform(1.5, 4.0),
+        drop_tint=tuple(float(v) for v in tint_drop), skin=skin, skin_brown=bool(rng.random() < 0.5),
+        uv=uv, uv_glow=rng.uniform(0.15, 0.5),
     )
 
 
@@ -176,6 +200,11 @@ def layers(scene: Scene) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     along = xs * np.cos(scene.tint_angle) + ys * np.sin(scene.tint_angle)
     mix = (0.5 + 0.5 * np.sin(along * 2.2 + scene.tint_angle))[..., None]
     tint = scene.tints[0] * mix + scene.tints[1] * (1 - mix)
+    if scene.rainbow > 0:  # crossed polarisers over strained plastic: hue cycling in bands
+        hue = ((along * scene.rainbow_freq + 0.3 * np.sin(3 * ys + scene.tint_angle)) * 180 % 360).astype(np.float32)
+        hsv = cv2.merge([hue, np.full_like(hue, scene.rainbow), np.ones_like(hue)])
+        bands = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        tint = (tint * bands / bands.mean(axis=2, keepdims=True)).astype(np.float32)
     small = tint * light[..., None]
     planes = [cv2.resize(np.ascontiguousarray(small[..., c]), (w, h), interpolation=cv2.INTER_LINEAR)
               for c in range(3)]
@@ -221,11 +250,43 @@ def layers(scene: Scene) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
                             (np.arange(x, x + bw, dtype=np.float32) - cx) * (k * np.cos(scene.meniscus_angle)))
         side = np.clip(side, -1, 1) * (0.35 * scene.meniscus_dark) + 0.65 * scene.meniscus_dark
         gain = cv2.exp(dist * (-1 / scene.meniscus_width)) * side
+        if scene.edge_dark > 0:  # the drop's outline as a thin dark line, as in faint MARCO drops
+            gain += cv2.exp(dist * (-1 / scene.edge_width)) * scene.edge_dark
         np.subtract(scene.lens_gain - 1, gain, out=gain)
-        gain *= drop_f[y:y + bh, x:x + bw]
+        inside = drop_f[y:y + bh, x:x + bw]
+        gain *= inside
         gain += 1
         factor[y:y + bh, x:x + bw] *= gain
+        _tint_drop(scene, planes, inside, (y, x))
     return planes, factor, drop_f
+
+
+def _skin(scene: Scene, h: int, w: int) -> np.ndarray:
+    """A protein skin on the drop: a faint film with soft fold lines that come and go, float32 (h, w) in 0..1."""
+    rng = np.random.default_rng([scene.seed, 11])
+    cells = max(3, int(4 * max(h, w) / max(scene.drop_radius * 2, 1.0)))
+    sh, sw = max(8, h // 2), max(8, w // 2)
+    folds = _smooth_noise(rng, sh, sw, cells)
+    fade = _smooth_noise(rng, sh, sw, max(2, cells // 2))
+    folds = cv2.exp(folds * folds * np.float32(-1 / (2 * 0.09**2)))
+    folds *= cv2.max(fade + 0.3, 0.0)
+    folds = cv2.min(folds, 1.0) * 0.8 + 0.2
+    return cv2.resize(folds, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _tint_drop(scene: Scene, planes: list[np.ndarray], inside: np.ndarray, at: tuple[int, int]) -> None:
+    """Colour changes inside the drop only (in place): its own polariser tint and a skin, if any."""
+    if not any(scene.drop_tint) and scene.skin <= 0:
+        return
+    y, x = at
+    bh, bw = inside.shape
+    skin = _skin(scene, bh, bw) * (scene.skin * inside) if scene.skin > 0 else None
+    brown = (1.4, 1.0, 0.6) if scene.skin_brown else (1.0, 1.0, 1.0)
+    for c, plane in enumerate(planes):
+        gain = inside * scene.drop_tint[c] + 1 if scene.drop_tint[c] else np.ones_like(inside)
+        if skin is not None:
+            gain *= 1 - skin * brown[c]
+        plane[y:y + bh, x:x + bw] *= gain
 
 
 def background(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
