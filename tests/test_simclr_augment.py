@@ -82,3 +82,41 @@ def test_bad_strength_is_refused() -> None:
         AugmentStrength(grayscale_prob=1.5)
     with pytest.raises(ValueError, match="uint8"):
         to_float_nchw(torch.zeros(2, 8, 8, 3))
+
+
+def test_colour_ramp_scales_channels_along_one_direction() -> None:
+    """The polariser ramp: a flat grey image becomes a per-channel linear ramp, brighter on one side."""
+    ramp = AugmentStrength(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_rotate=False, color_jitter=0.0,
+                           color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, gradient=0.25, gradient_prob=1.0)
+    x = torch.full((8, 3, 24, 24), 0.5)
+    p = sample_view_params(8, ramp, 24, torch.Generator().manual_seed(3))
+    y = apply_view(x, p, 24)
+    assert bool((p.gradient != 0).all()) and float(p.gradient.abs().max()) <= 0.25
+    # the ramp x*cos + y*sin spans +-(|cos| + |sin|) over the view, times the slope, times the grey 0.5
+    reach = (p.gradient_angle.cos().abs() + p.gradient_angle.sin().abs()).view(-1, 1)
+    spread = y.amax(dim=(2, 3)) - y.amin(dim=(2, 3))
+    torch.testing.assert_close(spread, p.gradient.abs() * reach, atol=1e-4, rtol=1e-3)
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+
+
+def test_gamma_keeps_black_and_white_and_moves_the_middle() -> None:
+    gamma = AugmentStrength(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_rotate=False, color_jitter=0.0,
+                            color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, gamma=(0.5, 2.0), gamma_prob=1.0)
+    x = torch.zeros(16, 3, 8, 8)
+    x[:, :, :, 4:] = 1.0
+    x[:, :, 0, 0] = 0.5
+    p = sample_view_params(16, gamma, 8, torch.Generator().manual_seed(4))
+    y = apply_view(x, p, 8)
+    assert float(p.gamma.min()) >= 0.5 and float(p.gamma.max()) <= 2.0
+    torch.testing.assert_close(y[:, :, :, 5:], torch.ones(16, 3, 8, 3))
+    assert float(y[:, :, 1:, :3].max()) < 1e-3
+    torch.testing.assert_close(y[:, 0, 0, 0], 0.5 ** p.gamma, atol=1e-4, rtol=0)
+
+
+def test_the_new_draws_leave_the_old_ones_alone() -> None:
+    """Ramp and gamma are drawn after everything else: the geometry and colour draws do not move."""
+    base = AugmentStrength()
+    more = AugmentStrength(gradient=0.25, gradient_prob=0.5, gamma=(0.6, 1.6), gamma_prob=0.5)
+    a = sample_view_params(5, base, 16, torch.Generator().manual_seed(9))
+    b = sample_view_params(5, more, 16, torch.Generator().manual_seed(9))
+    assert torch.equal(a.theta, b.theta) and torch.equal(a.brightness, b.brightness) and a.noise_seed == b.noise_seed

@@ -233,6 +233,13 @@ class TrainConfig(Section):
     blur_prob: float = Field(0.5, ge=0, le=1, description="Probability of a Gaussian blur.")
     blur_sigma_max: float = Field(2.0, gt=0, description="Largest blur sigma, in pixels at 224 px (scaled to image_size).")
     noise_std: float = Field(0.0, ge=0, le=1, description="Sensor noise std on the 0-1 intensity scale; 0 turns it off.")
+    gradient: float = Field(
+        0.25, ge=0, le=1, description="Polariser-like colour ramp: each channel scaled by up to 1 +/- this across the view."
+    )
+    gradient_prob: float = Field(0.5, ge=0, le=1, description="Probability that a view gets the colour ramp.")
+    gamma_min: float = Field(0.6, gt=0, description="Smallest gamma of the random gamma curve (brightens faint drops).")
+    gamma_max: float = Field(1.6, gt=0, description="Largest gamma of the random gamma curve (darkens, like dim UV frames).")
+    gamma_prob: float = Field(0.5, ge=0, le=1, description="Probability that a view gets a random gamma curve.")
     max_memory_gb: float | None = Field(
         2.0, gt=0, description="On CPU, the resident memory (GiB) a SimCLR step aims to stay under: a batch whose activations "
         "would not fit what is left runs in micro-batches with the same loss and gradient (GradCache, docs/simclr.md "
@@ -248,6 +255,8 @@ class TrainConfig(Section):
     def _scales_ordered(self) -> TrainConfig:
         if self.crop_scale_min > self.crop_scale_max:
             raise ValueError("crop_scale_min must be <= crop_scale_max")
+        if self.gamma_min > self.gamma_max:
+            raise ValueError("gamma_min must be <= gamma_max")
         return self
 
 

@@ -84,8 +84,9 @@ class ModelBundle:
             raise ValueError("a bundle has classes exactly when it has a head")
 
     # -- inference ---------------------------------------------------------------------------
-    def embed(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, S, S[, C]) uint8 service-layout crops → (N, 512) float32 encoder features."""
+    def embed(self, crops: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """(N, S, S[, C]) uint8 service-layout crops → (N, 512) float32 encoder features (batch_size None:
+        chosen by crop size, see ``features.inference_batch_size``)."""
         return embed(self.encoder, to_model_rgb(crops, self.image_size), batch_size)
 
     def logits(self, features: np.ndarray) -> np.ndarray:

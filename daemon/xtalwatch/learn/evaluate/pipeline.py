@@ -33,7 +33,7 @@ from xtalwatch.learn.heads.linear import fit_linear
 from xtalwatch.learn.simclr.data import CropDataset, load_folder, take_rows
 from xtalwatch.learn.simclr.encoder import build_encoder
 from xtalwatch.learn.simclr.heads import build_head
-from xtalwatch.learn.simclr.train import train
+from xtalwatch.learn.simclr.train import resolve_device, train
 
 __all__ = ["METHODS", "EvalConfig", "EvalResult", "Row", "run_evaluation", "load_imagefolder"]
 
@@ -156,6 +156,7 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
     size = cfg.train.image_size
     torch.manual_seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)  # SimCLR, the probes and every trained row run there
 
     # -- data and split ----------------------------------------------------------------------
     # Every image set below (the split, each labelled fraction) is a uint8 memmap of the crop cache,
@@ -191,7 +192,7 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
         head = build_head(tcfg.head, 512, tcfg.projection_dim)
         head.load_state_dict({k_[5:]: v for k_, v in state.items() if k_.startswith("head.")})
         head_layer = head.layers[0]
-        encoder.eval()
+        encoder.to(device).eval()
         simclr_info = {"epochs": tcfg.epochs, "steps": res.steps, "seconds": round(res.seconds, 1),
                        "final_loss": res.losses[-1] if res.losses else None, "losses": res.losses,
                        "views_per_second": round(res.views_per_second, 1), "batch_size": res.batch_size,
@@ -207,13 +208,14 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
                 enc = encoder
             else:
                 torch.manual_seed(cfg.train.seed)
-                enc = build_encoder(size, cfg.train.small_stem)
+                enc = build_encoder(size, cfg.train.small_stem).to(device)
             feats[name] = (embed(enc, x_tr), embed(enc, x_te))
         return feats[name]
 
     # -- every method, every fraction --------------------------------------------------------
     rows: list[Row] = []
-    fit = FitConfig(batch_size=cfg.fit_batch_size, seed=cfg.train.seed)
+    fit = FitConfig(batch_size=cfg.fit_batch_size, seed=cfg.train.seed, flip_rotate=cfg.train.flip_rotate,
+                    device=device.type)
     jobs = [(f, m) for f in cfg.label_fractions for m in cfg.methods]
     bar = tqdm(jobs, desc="evaluate", disable=not cfg.progress, dynamic_ncols=True)
     teachers: dict[float, Classifier] = {}

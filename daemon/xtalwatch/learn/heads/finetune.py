@@ -15,6 +15,7 @@ projection layer. Every loop is class-balanced, mildly augmented and seeded.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class FitConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     distill_temperature: float = 1.0  # v2 uses τ = 1 for self-distillation
+    flip_rotate: bool = True  # train.flip_rotate: False where an image's orientation carries meaning
+    device: str = "cpu"  # where the model trains; the crops stay on the host and go over one batch at a time
 
 
 def _batches(n: int, batch: int, steps: int, seed: int):
@@ -76,9 +79,10 @@ def _batches(n: int, batch: int, steps: int, seed: int):
         yield idx
 
 
-def _views(images: np.ndarray, idx: np.ndarray, size: int, gen: torch.Generator) -> torch.Tensor:
-    x = to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[np.sort(idx)])))
-    views = apply_view(x, sample_view_params(len(idx), _SUPERVISED_AUG, size, gen), size)
+def _views(images: np.ndarray, idx: np.ndarray, size: int, gen: torch.Generator, cfg: FitConfig) -> torch.Tensor:
+    x = to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[np.sort(idx)])).to(cfg.device))
+    strength = _SUPERVISED_AUG if cfg.flip_rotate else dataclasses.replace(_SUPERVISED_AUG, flip_rotate=False)
+    views = apply_view(x, sample_view_params(len(idx), strength, size, gen), size)
     # NHWC: about 3x faster convolutions on CPU than NCHW for ResNet-18 (measured, docs/BENCHMARKS.md)
     return views.contiguous(memory_format=torch.channels_last)
 
@@ -99,20 +103,20 @@ def fit_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, cf
     torch.manual_seed(cfg.seed)
     size = images.shape[1]
     n_classes = model.fc.out_features
-    weight = torch.from_numpy(class_weights(np.asarray(labels), n_classes))
-    y_all = torch.from_numpy(np.asarray(labels, np.int64))
+    weight = torch.from_numpy(class_weights(np.asarray(labels), n_classes)).to(cfg.device)
+    y_all = torch.from_numpy(np.asarray(labels, np.int64)).to(cfg.device)
     batch = min(cfg.batch_size, len(images))
-    opt, sched = _optimiser(model, cfg, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses: list[float] = []
-    model.to(memory_format=torch.channels_last)
+    model.to(cfg.device, memory_format=torch.channels_last)
+    opt, sched = _optimiser(model, cfg, cfg.steps)  # after the move: AdamW state lives beside the weights
     model.train()
     for idx in tqdm(_batches(len(images), batch, cfg.steps, cfg.seed), total=cfg.steps, desc=desc,
                     disable=not progress, leave=False, dynamic_ncols=True):
         idx = np.sort(idx)
         if len(idx) < 2:  # BatchNorm needs two rows
             continue
-        loss = F.cross_entropy(model(_views(images, idx, size, gen)), y_all[idx], weight=weight)
+        loss = F.cross_entropy(model(_views(images, idx, size, gen, cfg)), y_all[idx], weight=weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -129,10 +133,11 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int | None 
     ``batch_size`` None: ``inference_batch_size`` of the crops' side, so large crops use small batches.
     """
     model.eval()
+    device = next(model.parameters()).device
     batch_size = batch_size or inference_batch_size(images.shape[1])
     # np.array copies one batch: torch cannot wrap a read-only memmap slice
-    out = [model(to_float_nchw(torch.from_numpy(np.array(images[i:i + batch_size])))
-                 .contiguous(memory_format=torch.channels_last)).float()
+    out = [model(to_float_nchw(torch.from_numpy(np.array(images[i:i + batch_size])).to(device))
+                 .contiguous(memory_format=torch.channels_last)).float().cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.fc.out_features), np.float32)
 
@@ -145,8 +150,8 @@ def distil(teacher: Classifier, images: np.ndarray, cfg: FitConfig, desc: str = 
     views, so it must agree with the teacher under the same geometry changes the labels survive.
     """
     tau = cfg.distill_temperature
-    targets = torch.from_numpy(F.softmax(torch.from_numpy(predict_logits(teacher, images)) / tau, dim=1).numpy())
-    student = copy.deepcopy(teacher)
+    targets = F.softmax(torch.from_numpy(predict_logits(teacher, images)) / tau, dim=1).to(cfg.device)
+    student = copy.deepcopy(teacher).to(cfg.device)
     torch.manual_seed(cfg.seed)
     size = images.shape[1]
     batch = min(cfg.batch_size, len(images))
@@ -160,8 +165,8 @@ def distil(teacher: Classifier, images: np.ndarray, cfg: FitConfig, desc: str = 
         idx = np.sort(idx)
         if len(idx) < 2:
             continue
-        logp = F.log_softmax(student(_views(images, idx, size, gen)) / tau, dim=1)
-        loss = -(targets[idx] * logp).sum(dim=1).mean()
+        logp = F.log_softmax(student(_views(images, idx, size, gen, cfg)) / tau, dim=1)
+        loss = -(targets[torch.from_numpy(idx).to(cfg.device)] * logp).sum(dim=1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -39,12 +39,17 @@ class AugmentStrength:
     blur_prob: float = 0.5
     blur_sigma_max: float = 2.0  # pixels at 224 px, scaled with the output size
     noise_std: float = 0.0
+    # Real-frame nuisances colour jitter cannot make (off unless asked; TrainConfig turns them on):
+    gradient: float = 0.0  # polariser: each channel scaled by 1 + a*(ramp along a random direction), |a| <= this
+    gradient_prob: float = 0.0
+    gamma: tuple[float, float] = (1.0, 1.0)  # faint drops, dim UV frames: y ** gamma, log-uniform in this range
+    gamma_prob: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
-        for name in ("color_jitter_prob", "grayscale_prob", "blur_prob"):
+        for name in ("color_jitter_prob", "grayscale_prob", "blur_prob", "gradient_prob", "gamma_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
 
@@ -53,7 +58,9 @@ class AugmentStrength:
         return cls(crop_scale=(cfg.crop_scale_min, cfg.crop_scale_max), flip_rotate=cfg.flip_rotate,
                    color_jitter=cfg.color_jitter, color_jitter_prob=cfg.color_jitter_prob,
                    grayscale_prob=cfg.grayscale_prob, blur_prob=cfg.blur_prob,
-                   blur_sigma_max=cfg.blur_sigma_max, noise_std=cfg.noise_std)
+                   blur_sigma_max=cfg.blur_sigma_max, noise_std=cfg.noise_std,
+                   gradient=cfg.gradient, gradient_prob=cfg.gradient_prob,
+                   gamma=(cfg.gamma_min, cfg.gamma_max), gamma_prob=cfg.gamma_prob)
 
 
 @dataclass
@@ -70,6 +77,9 @@ class ViewParams:
     blur_sigma: torch.Tensor  # (B,) in output pixels, 0 means no blur
     noise_std: torch.Tensor  # (B,) on the 0-1 scale
     noise_seed: int
+    gradient: torch.Tensor  # (B, 3) per-channel slope of the colour ramp, 0 means none
+    gradient_angle: torch.Tensor  # (B,) direction of the ramp, radians
+    gamma: torch.Tensor  # (B,) exponent, 1 means none
 
     def slice(self, start: int, stop: int) -> ViewParams:
         """The draws for samples ``start:stop`` (one rank's share of a global batch)."""
@@ -119,6 +129,12 @@ def sample_view_params(batch: int, strength: AugmentStrength, out_size: int, gen
         blur_sigma=blur,
         noise_std=_uniform(batch, 0.0, s.noise_std, g),
         noise_seed=int(torch.randint(0, 2**62, (1,), generator=g)),
+        # Drawn last, so the draws above are those of a recipe without them.
+        gradient=torch.where((torch.rand(batch, generator=g) < s.gradient_prob).view(-1, 1),
+                             _uniform(3 * batch, -s.gradient, s.gradient, g).view(batch, 3), torch.zeros(batch, 3)),
+        gradient_angle=_uniform(batch, 0.0, 2 * math.pi, g),
+        gamma=torch.where(torch.rand(batch, generator=g) < s.gamma_prob,
+                          torch.exp(_uniform(batch, math.log(s.gamma[0]), math.log(s.gamma[1]), g)), torch.ones(batch)),
     )
 
 
@@ -162,6 +178,20 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.view(b, c, h, w)
 
 
+def _gradient_and_gamma(x: torch.Tensor, p: ViewParams) -> torch.Tensor:
+    """A polariser-like colour ramp across the frame, then a gamma curve; samples without them unchanged."""
+    if bool((p.gradient != 0).any()):
+        size = x.shape[-1]
+        r = torch.linspace(-1, 1, size, device=x.device, dtype=x.dtype)
+        a = p.gradient_angle.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
+        ramp = r.view(1, 1, -1) * torch.cos(a) + r.view(1, -1, 1) * torch.sin(a)  # (B, H, W)
+        slope = p.gradient.to(device=x.device, dtype=x.dtype).view(-1, 3, 1, 1)
+        x = (x * (1 + slope * ramp.unsqueeze(1))).clamp(0, 1)
+    if bool((p.gamma != 1).any()):
+        x = x.clamp(min=1e-6) ** _col(p.gamma, x)
+    return x
+
+
 def apply_view(x: torch.Tensor, p: ViewParams, out_size: int) -> torch.Tensor:
     """Augment a batch (B, 3, H, W) of floats in [0, 1] into one view (B, 3, out_size, out_size)."""
     if x.ndim != 4 or x.shape[1] != 3:
@@ -171,6 +201,7 @@ def apply_view(x: torch.Tensor, p: ViewParams, out_size: int) -> torch.Tensor:
     theta = p.theta.to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, [x.shape[0], 3, out_size, out_size], align_corners=False)
     y = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    y = _gradient_and_gamma(y, p)
     y = _colour_jitter(y, p)
     y = torch.where(_col(p.grey, y).bool(), _grey(y).expand_as(y), y)
     y = _blur(y, p.blur_sigma)

@@ -45,7 +45,7 @@ from xtalwatch.learn.simclr.microbatch import (
 )
 from xtalwatch.learn.simclr.optim import build_optimizer, warmup_cosine
 
-__all__ = ["SimCLRModel", "TrainResult", "DatasetTooSmall", "TrainingDiverged", "train"]
+__all__ = ["SimCLRModel", "TrainResult", "DatasetTooSmall", "TrainingDiverged", "resolve_device", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class _Plan:
         return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch
 
 
-def _resolve_device(choice: str) -> torch.device:
+def resolve_device(choice: str) -> torch.device:
+    """``train.device`` as a torch device: auto means CUDA when there is one."""
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
     if choice == "auto":
@@ -181,7 +182,7 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
     warned: list[str] = []
 
     # -- device and processes -----------------------------------------------------------
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     ctx = init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
