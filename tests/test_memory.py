@@ -140,3 +140,18 @@ def test_evaluation_never_holds_the_images_in_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     images_bytes = n * size * size * 3
     assert peak < images_bytes / 2, f"numpy peaked at {peak / 2**20:.1f} MiB; the images are {images_bytes / 2**20:.1f} MiB"
+
+
+def test_the_split_depends_on_the_config_not_on_what_the_process_holds() -> None:
+    """A resumed run is a fresh, small process: its micro-batches (and so its BatchNorm batches and
+    losses) must be those of the long-lived process it replaces."""
+    from xtalwatch.learn.simclr.encoder import build_encoder
+    from xtalwatch.learn.simclr.heads import build_head
+    from xtalwatch.learn.simclr.train import SimCLRModel, _activation_budget
+
+    cfg = TrainConfig(image_size=64, max_memory_gb=1.2)
+    model = SimCLRModel(build_encoder(64, False), build_head("simclr"))
+    before = _activation_budget(cfg, model, torch.device("cpu"))(256)
+    hog = np.ones(400 * 2**20, np.uint8)  # 400 MiB more resident
+    after = _activation_budget(cfg, model, torch.device("cpu"))(256)
+    assert hog.sum() > 0 and before == after and 1 <= before < 256

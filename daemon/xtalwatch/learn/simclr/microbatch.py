@@ -23,23 +23,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["activation_bytes_per_view", "micro_batch_for", "contrastive_backward", "resident_bytes"]
+__all__ = ["activation_bytes_per_view", "micro_batch_for", "contrastive_backward"]
 
 # The backward pass holds the saved activations plus the gradients of the layer it is in and a few
 # temporaries; measured peak / saved bytes for ResNet-18 on CPU (bench/bench_memory.py) is below this.
 _BACKWARD_OVERHEAD = 1.5
-
-
-def resident_bytes() -> int:
-    """This process's resident set size now, in bytes (Linux ``/proc``; 0 where there is none)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _snapshot_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -41,7 +41,6 @@ from xtalwatch.learn.simclr.microbatch import (
     activation_bytes_per_view,
     contrastive_backward,
     micro_batch_for,
-    resident_bytes,
 )
 from xtalwatch.learn.simclr.optim import build_optimizer, warmup_cosine
 
@@ -131,18 +130,24 @@ def _step_input(images: np.ndarray, idx: np.ndarray, device: torch.device) -> to
     return to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[idx])).to(device))
 
 
+_PROCESS_FLOOR_BYTES = 800 * 2**20  # a fresh process with the learning stack imported
+
+
 def _activation_budget(cfg: TrainConfig, model: nn.Module, device: torch.device) -> Callable[[int], int]:
     """local batch → images per micro-batch, so that a CPU step stays under ``train.max_memory_gb``.
 
-    What is left for activations: the budget less the process as it is now, the gradients and
-    optimiser state still to come (about 3x the weights) and the step's float views (4 images'
-    worth per image: the float batch, two views and a micro-batch's copy).
+    What is left for activations: the budget less a fixed floor for the process (torch, torchvision,
+    OpenCV and scikit-learn imported: 0.8 GB measured, docs/BENCHMARKS.md), the gradients and
+    optimiser state (about 3x the weights) and the step's float views (4 images' worth per image:
+    the float batch, two views and a micro-batch's copy). A constant, not the process's RSS now: the
+    split, and so BatchNorm's batches and the losses, must be a function of the config alone, or a
+    resumed run (a fresh process) would not replay the steps of an uninterrupted one.
     """
     if cfg.max_memory_gb is None or device.type != "cpu":
         return lambda batch: batch
     per_view = activation_bytes_per_view(model, cfg.image_size, cfg.channels_last)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    fixed = resident_bytes() + 3 * weights
+    fixed = _PROCESS_FLOOR_BYTES + 3 * weights
     image = 3 * cfg.image_size ** 2 * 4
 
     def micro(batch: int) -> int:
