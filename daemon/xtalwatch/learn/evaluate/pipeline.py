@@ -32,7 +32,6 @@ from xtalwatch.learn.heads.knn import fit_knn
 from xtalwatch.learn.heads.linear import fit_linear
 from xtalwatch.learn.simclr.data import CropDataset, load_folder, take_rows
 from xtalwatch.learn.simclr.encoder import build_encoder
-from xtalwatch.learn.simclr.heads import build_head
 from xtalwatch.learn.simclr.train import resolve_device, train
 
 __all__ = ["METHODS", "EvalConfig", "EvalResult", "Row", "run_evaluation", "load_imagefolder"]
@@ -184,14 +183,11 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
                     probes.extend(_probe(enc, epoch, x_tr, y_tr, x_te, y_te, k, cfg))
                     (out / "probes.json").write_text(json.dumps(probes))
         res = train(tcfg, train_set, out / "simclr", resume=False, progress=cfg.progress, on_epoch=on_epoch)
-        from xtalwatch.learn.simclr.checkpoint import load_checkpoint
+        from xtalwatch.learn.heads.finetuned import projection_layer_from_checkpoint
+        from xtalwatch.learn.simclr.checkpoint import load_encoder
 
-        state = load_checkpoint(res.checkpoint)["model"]
-        encoder = build_encoder(size, tcfg.small_stem)
-        encoder.load_state_dict({k_[8:]: v for k_, v in state.items() if k_.startswith("encoder.")})
-        head = build_head(tcfg.head, 512, tcfg.projection_dim)
-        head.load_state_dict({k_[5:]: v for k_, v in state.items() if k_.startswith("head.")})
-        head_layer = head.layers[0]
+        encoder = load_encoder(res.checkpoint)
+        head_layer = projection_layer_from_checkpoint(res.checkpoint)  # where SimCLRv2 fine-tuning starts
         encoder.to(device).eval()
         simclr_info = {"epochs": tcfg.epochs, "steps": res.steps, "seconds": round(res.seconds, 1),
                        "final_loss": res.losses[-1] if res.losses else None, "losses": res.losses,
