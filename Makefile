@@ -25,7 +25,7 @@ system-deps:
 	bash .ci/install-system-deps.sh
 
 test: install system-deps
-	XTALWATCH_REAL_IMAGES=$${XTALWATCH_REAL_IMAGES:-$(REAL_IMAGES)} $(BIN)/python -m pytest -q
+	XTALWATCH_REQUIRE_POSTGRES=1 XTALWATCH_REAL_IMAGES=$${XTALWATCH_REAL_IMAGES:-$(REAL_IMAGES)} $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check daemon plugins tests bench docs

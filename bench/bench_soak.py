@@ -84,7 +84,7 @@ def _queue_depths(port: int) -> dict[str, float]:
     except OSError:
         return {}
     return {m.group(1): float(m.group(2))
-            for m in re.finditer(r'^xtalwatch_queue_depth\{stage="([^"]+)"\} ([0-9.e+-]+)$', text, re.M)}
+            for m in re.finditer(r'^xtalwatch_queue_depth\{imager="[^"]*",stage="([^"]+)"\} ([0-9.e+-]+)$', text, re.M)}
 
 
 def main() -> int:

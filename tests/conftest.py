@@ -135,3 +135,27 @@ def real_images() -> Path:
     if not path.is_dir():
         pytest.skip(f"XTALWATCH_REAL_IMAGES={value} is not a folder (no ../shared/real-images on this machine)")
     return path
+
+
+# -- PostgreSQL: one throwaway server per session, a fresh database per test ----------------------
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server (tests/postgres_server.py); skips without one, fails if CI requires it."""
+    from postgres_server import missing_reason, start_server
+
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("XTALWATCH_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"XTALWATCH_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> Iterator[str]:
+    """``postgresql://xtalwatch@127.0.0.1:<port>/<db>`` of a fresh empty database, dropped afterwards."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)

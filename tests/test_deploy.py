@@ -31,8 +31,10 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "xtalwatch.json"
 UNITS = DEPLOY / "systemd"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
-# Series Prometheus makes itself for every target.
+# Series Prometheus makes itself for every target; they carry no imager label.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+IMAGER = "bay-2"  # settings.site.imager of the served metrics
+IMAGER_FILTER = 'imager=~"$imager"'  # the dashboard's selector, on every series it reads
 
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -70,7 +72,7 @@ def populate(m: Metrics) -> None:
 
 @pytest.fixture
 def served() -> Iterator[tuple[Metrics, WebServer]]:
-    metrics = Metrics()
+    metrics = Metrics(imager=IMAGER)
     populate(metrics)
     server = WebServer(build_app(metrics), "127.0.0.1", 0)
     server.start()
@@ -106,11 +108,22 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric name, label matchers or "") of every series selector in a PromQL expression."""
+    found = []
+    for name in metric_names(expr):
+        for match in re.finditer(rf"(?<![\w.:]){re.escape(name)}(?![\w:])(\{{[^}}]*\}})?", expr):
+            found.append((name, match.group(1) or ""))
+    return found
+
+
 def test_metric_names_parser() -> None:
     assert metric_names('histogram_quantile(0.95, sum by (le) (rate(a_bucket{job="x"}[$__rate_interval])))') == {
         "a_bucket"}
     assert metric_names("time() - (b > 0) > 4 * 3600 and on (job) c < 10e9") == {"b", "c"}
     assert metric_names('sum without (instance) (increase(d_total[1h])) / ignoring(x) e') == {"d_total", "e"}
+    assert sorted(selectors('a{x="1"} + on (i) group_left a_b + a{y="2"}')) == [
+        ("a", '{x="1"}'), ("a", '{y="2"}'), ("a_b", "")]
 
 
 # -- Prometheus rules -----------------------------------------------------------------------
@@ -167,6 +180,31 @@ def test_every_alert_has_for_severity_summary_and_runbook() -> None:
             "XtalwatchQueueBackingUp", "XtalwatchDiskLow", "XtalwatchNoModel"} <= names
 
 
+def test_alert_rules_work_per_imager() -> None:
+    """Sums keep the imager, so that each imager fires its own alert, and every summary names it."""
+    for rule in load_rules():
+        if metric_names(rule["expr"]) <= SYNTHETIC:  # `up` has no imager (XtalwatchDown)
+            continue
+        for grouping in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"]):
+            assert "imager" in {g.strip() for g in grouping.split(",")}, f"{rule['alert']}: ({grouping})"
+        assert not re.search(r"\bwithout\b|\b(?:sum|min|max|avg|count)\s*\(", rule["expr"]), rule["alert"]
+        assert "{{ $labels.imager }}" in rule["annotations"]["summary"], rule["alert"]
+
+
+def test_two_imager_stall_case_is_in_the_rule_tests() -> None:
+    """promtool runs it (test_promtool_test_rules); this keeps it from being dropped."""
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "tests_hours.yml").read_text())["tests"]
+    for case in tests:
+        imagers = {re.search(r'imager="([^"]+)"', s["series"]).group(1) for s in case["input_series"]}
+        stalled = [a for t in case["alert_rule_test"] if t["alertname"] == "XtalwatchImagerStalled"
+                   for a in t["exp_alerts"]]
+        if len(imagers) == 2 and len(stalled) == 1:
+            imager = stalled[0]["exp_labels"]["imager"]
+            assert imager in stalled[0]["exp_annotations"]["summary"]
+            return
+    pytest.fail("tests_hours.yml has no XtalwatchImagerStalled case where one of two imagers stalls")
+
+
 def test_alert_rules_read_only_exported_metrics(served: tuple[Metrics, WebServer]) -> None:
     exported = scraped_names(served[1]) | SYNTHETIC
     for rule in load_rules():
@@ -208,6 +246,31 @@ def test_dashboard_uses_only_metrics_from_a_live_scrape(served: tuple[Metrics, W
             "xtalwatch_predictions_total", "xtalwatch_hits_total", "xtalwatch_training_runs_total",
             "xtalwatch_images_rejected_total", "xtalwatch_alerts_failed_total"} <= used
     assert any(e.startswith("histogram_quantile(") and "_bucket" in e for e in dashboard_exprs(dashboard))
+
+
+def panel_exprs(dashboard: dict) -> list[str]:
+    """The expressions of the panels and annotations (not of the template variables)."""
+    variables = {v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)}
+    return [e for e in dashboard_exprs(dashboard) if e not in {re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", q)
+                                                                for q in variables}]
+
+
+def test_dashboard_filters_every_series_on_the_imager_variable() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    imager = next(v for v in dashboard["templating"]["list"] if v["name"] == "imager")
+    assert imager["type"] == "query" and imager["multi"] and imager["includeAll"] and imager["allValue"] == ".*"
+    assert re.fullmatch(r"label_values\(xtalwatch_\w+\{.*\},\s*imager\)", imager["query"]["query"])
+    exprs = panel_exprs(dashboard)
+    assert len(exprs) > 30
+    for expr in exprs:
+        assert IMAGER_FILTER in expr, expr
+        for name, matchers in selectors(expr):
+            if name not in SYNTHETIC:
+                assert IMAGER_FILTER in matchers, f"{name} without the imager filter in {expr}"
+        # A sum over several imagers keeps one line (or value) per imager.
+        for grouping in re.findall(r"\b(?:sum|min|max)\s+by\s*\(([^)]*)\)", expr):
+            assert "imager" in grouping, expr
+        assert not re.search(r"\b(?:sum|min|max)\s*\(", expr), f"aggregates the imagers away: {expr}"
 
 
 def test_dashboard_and_provisioning_agree() -> None:
@@ -334,6 +397,27 @@ def test_real_prometheus_scrapes_the_service(served: tuple[Metrics, WebServer], 
         # The server loaded our rules.
         groups = httpx.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
         assert {r["name"] for g in groups for r in g["rules"]} == {r["alert"] for r in load_rules()}
+        # Every series arrives with the imager; the dashboard's variable finds it and every panel
+        # expression runs, filtered on it.
+        assert result[0]["metric"]["imager"] == IMAGER
+        assert query('process_resident_memory_bytes{job="xtalwatch"}')[0]["metric"]["imager"] == IMAGER
+        dashboard = json.loads(DASHBOARD.read_text())
+        variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "imager")
+        selector = re.fullmatch(r"label_values\((.*),\s*imager\)", variable["query"]["query"]).group(1)
+        values = httpx.get(f"{api}/label/imager/values", params={"match[]": selector}, timeout=5).json()["data"]
+        assert values == [IMAGER]
+
+        def panel_query(expr: str, imager: str) -> list[dict]:
+            promql = expr.replace("$__rate_interval", "1m").replace("$instance", ".*").replace("$imager", imager)
+            response = httpx.get(f"{api}/query", params={"query": promql}, timeout=5)
+            assert response.status_code == 200, f"{expr}: {response.text}"
+            return response.json()["data"]["result"]
+
+        for expr in panel_exprs(dashboard):
+            panel_query(expr, IMAGER)
+        up_panel = next(e for e in panel_exprs(dashboard) if "group_left up" in e)
+        assert [(r["metric"], float(r["value"][1])) for r in panel_query(up_panel, IMAGER)] == [({"imager": IMAGER}, 1)]
+        assert panel_query(up_panel, "bay-9") == []
         # A later value shows up at the next scrape.
         metrics.hits.inc()
         deadline = time.monotonic() + 30

@@ -11,11 +11,13 @@ import httpx
 import pytest
 from conftest import require_tool
 from prometheus_client.parser import text_string_to_metric_families
-from xtalwatch.observe.metrics import LABEL_NAMES, QUEUE_STAGES, Metrics
+from xtalwatch.observe.metrics import IMAGER_LABEL, LABEL_NAMES, QUEUE_STAGES, Metrics
 from xtalwatch.observe.web import WebServer, build_app
 
-# Labels of the standard collectors (python_info); everything xtalwatch_* must use LABEL_NAMES.
-PLATFORM_LABELS = {"implementation", "major", "minor", "patchlevel", "version"}
+# Labels of the standard collectors (python_info) and the imager every series carries;
+# everything xtalwatch_* must use LABEL_NAMES.
+PLATFORM_LABELS = {"implementation", "major", "minor", "patchlevel", "version", IMAGER_LABEL}
+IMAGER = "bay-2"  # settings.site.imager of the served metrics
 
 
 def populate(m: Metrics) -> None:
@@ -51,7 +53,7 @@ def populate(m: Metrics) -> None:
 
 @pytest.fixture
 def served() -> Iterator[tuple[Metrics, str]]:
-    metrics = Metrics()
+    metrics = Metrics(imager=IMAGER)
     populate(metrics)
     server = WebServer(build_app(metrics), "127.0.0.1", 0)
     server.start()
@@ -61,8 +63,8 @@ def served() -> Iterator[tuple[Metrics, str]]:
         server.stop()
 
 
-def scrape(url: str) -> str:
-    response = httpx.get(f"{url}/metrics", timeout=10)
+def scrape(url: str, params: dict[str, str] | None = None) -> str:
+    response = httpx.get(f"{url}/metrics", params=params, timeout=10)
     assert response.status_code == 200
     return response.text
 
@@ -112,9 +114,41 @@ def test_conventions_units_and_suffixes(served: tuple[Metrics, str]) -> None:
     assert expected <= set(ours), sorted(expected - set(ours))
 
 
+def test_every_series_names_its_imager(served: tuple[Metrics, str]) -> None:
+    families = list(text_string_to_metric_families(scrape(served[1])))
+    ours = [s for f in families if f.name.startswith("xtalwatch_") for s in f.samples]
+    assert len(ours) > 50  # every metric of populate(), histogram buckets included
+    others = [s for f in families if not f.name.startswith("xtalwatch_") for s in f.samples]
+    assert any(s.name.startswith("process_") for s in others) and any(s.name == "python_info" for s in others)
+    for sample in ours + others:
+        assert sample.labels.get(IMAGER_LABEL) == IMAGER, f"{sample.name}{sample.labels}"
+
+
+def test_restricted_scrape_keeps_the_imager(served: tuple[Metrics, str]) -> None:
+    # Prometheus' name[] filter goes through prometheus-client's restricted registry.
+    text = scrape(served[1], {"name[]": "xtalwatch_hits_total"})
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    assert [(s.name, s.labels, s.value) for s in samples] == [("xtalwatch_hits_total", {IMAGER_LABEL: IMAGER}, 1)]
+
+
+def test_registry_keeps_the_labels_the_stages_set() -> None:
+    # The stages and tests read `registry` without the imager; only the exposition adds it.
+    m = Metrics(imager="bay-7", process_collectors=False)
+    m.queue_depth.labels(stage="ingest").set(4)
+    assert m.registry.get_sample_value("xtalwatch_queue_depth", {"stage": "ingest"}) == 4
+    assert m.exposition.get_sample_value("xtalwatch_queue_depth", {"stage": "ingest", IMAGER_LABEL: "bay-7"}) == 4
+    assert Metrics(process_collectors=False).exposition.get_sample_value(
+        "xtalwatch_hits_total", {IMAGER_LABEL: "imager"}) == 0  # the default of settings.site.imager
+
+
+def test_empty_imager_is_refused() -> None:
+    with pytest.raises(ValueError, match="imager"):
+        Metrics(imager="", process_collectors=False)
+
+
 def test_values_round_trip(served: tuple[Metrics, str]) -> None:
     metrics, url = served
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+    samples = {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != IMAGER_LABEL))): s.value
                for f in text_string_to_metric_families(scrape(url)) for s in f.samples}
     assert samples[("xtalwatch_images_rejected_total", (("reason", "truncated"),))] == 1
     assert samples[("xtalwatch_predictions_total", (("class", "crystal"),))] == 1

@@ -45,7 +45,7 @@ def usable_of(state: Path):
 def test_refuses_with_the_counts_below_min_images(tmp_path: Path) -> None:
     state = tmp_path / "state"
     make_state(state, 20)
-    assert count_usable(state) == 20  # the flagged and failed images do not count
+    assert count_usable(tiny_settings(state)) == 20  # the flagged and failed images do not count
     outcome = run_retrain(tiny_settings(state, **{"train.min_images": 30}), now=True)
     assert outcome.status == "skipped"
     assert "only 20 usable images" in outcome.reason and "train.min_images is 30" in outcome.reason
@@ -54,7 +54,7 @@ def test_refuses_with_the_counts_below_min_images(tmp_path: Path) -> None:
 
 
 def test_no_catalogue_counts_zero(tmp_path: Path) -> None:
-    assert count_usable(tmp_path) == 0
+    assert count_usable(tiny_settings(tmp_path)) == 0
 
 
 def test_gather_takes_usable_images_and_the_latest_label(tmp_path: Path) -> None:

@@ -92,8 +92,8 @@ def test_metrics_are_scraped_over_http(folders: tuple[Path, Path], start_service
     wait_for(lambda: running.count("images") == 1 and running.count("rejected") == 1)
     port = running.service.web.port
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert "xtalwatch_images_ingested_total 1.0" in body
-    assert 'xtalwatch_images_rejected_total{reason="empty_file"} 1.0' in body
+    assert 'xtalwatch_images_ingested_total{imager="imager"} 1.0' in body
+    assert 'xtalwatch_images_rejected_total{imager="imager",reason="empty_file"} 1.0' in body
     assert "xtalwatch_state_disk_free_bytes" in body
 
 

@@ -36,7 +36,7 @@ def test_metrics_served_at_exact_path_without_redirect(server: tuple[WebServer, 
     response = httpx.get(f"{web.url}/metrics", follow_redirects=False, timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert "xtalwatch_hits_total 3.0" in response.text
+    assert 'xtalwatch_hits_total{imager="imager"} 3.0' in response.text
 
 
 def test_metrics_openmetrics_negotiation(server: tuple[WebServer, Metrics, list[int]]) -> None:

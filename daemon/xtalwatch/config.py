@@ -89,10 +89,39 @@ class StateConfig(Section):
 
 
 class CatalogueConfig(Section):
+    url: str | None = Field(
+        None,
+        description="Where the catalogue lives: unset for the SQLite file in state.dir (one imager), or "
+                    "postgresql://user@host/db for a site's shared catalogue (several imagers and hosts).",
+    )
+    pool_size: int = Field(8, ge=2, le=200, description="PostgreSQL connections this process may hold at most.")
     backup_interval_hours: float = Field(
         24.0, ge=0, description="Online backup of the catalogue into <state>/backups/ this often; 0 disables."
     )
     backup_keep: int = Field(7, ge=1, description="Scheduled backups kept; the oldest beyond this are deleted.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_or_unset(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL, or unset for the SQLite file in state.dir")
+        return value
+
+
+class SiteConfig(Section):
+    """Who this process is on a site where several imagers and hosts share one PostgreSQL catalogue."""
+
+    imager: str = Field(
+        "imager", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Name of the instrument this host watches; a label on every metric, a filter in status and the review app.",
+    )
+    agent: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="Name of this process in the work leases; unset: <hostname>-<imager>.",
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, description="Work claimed by a process that has not renewed its lease this long is taken over.",
+    )
 
 
 class IngestConfig(Section):
@@ -521,6 +550,7 @@ class Settings(BaseSettings):
     watch: WatchConfig = Field(default_factory=WatchConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     catalogue: CatalogueConfig = Field(default_factory=CatalogueConfig)
+    site: SiteConfig = Field(default_factory=SiteConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)

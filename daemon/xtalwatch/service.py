@@ -38,6 +38,7 @@ from xtalwatch.learn.training_metrics import TrainingMetrics
 from xtalwatch.observe import sdnotify
 from xtalwatch.observe.metrics import Metrics
 from xtalwatch.observe.web import WebServer, build_app
+from xtalwatch.stages.claims import SiteAgent
 from xtalwatch.stages.classify import ClassifyStage
 from xtalwatch.stages.ingest import IngestQueue, changed_ns
 from xtalwatch.stages.pipeline import Pipeline, build_pipeline
@@ -71,7 +72,7 @@ class Service:
         if settings.watch.dir is None:
             raise ValueError("watch.dir is not set: pass --watch DIR or set it in the config")
         self.settings = settings
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics if metrics is not None else Metrics(imager=settings.site.imager)
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.tracker = SettleTracker(settings.watch.settle_seconds)
@@ -85,6 +86,7 @@ class Service:
         self.refitter: HeadRefitter | None = None  # re-fits the head from the review app's labels
         self.state_lock: StateLock | None = None  # held while running: `catalogue restore` waits for it
         self.backups: BackupSchedule | None = None
+        self.site_agent: SiteAgent | None = None  # on a site (PostgreSQL): this agent's lease and takeovers
         self.keepalive = sdnotify.KeepAlive()
         self._next_checks = 0.0
         self._signals = 0
@@ -109,7 +111,8 @@ class Service:
     def start(self) -> None:
         settings = self.settings
         self.state_lock = hold_state_lock(settings.state.dir)
-        self.backups = BackupSchedule(settings.state.dir, settings.catalogue)
+        # A site's PostgreSQL is backed up by PostgreSQL's own tools (docs/deploy.md), not by copying a file.
+        self.backups = BackupSchedule(settings.state.dir, settings.catalogue) if settings.catalogue.url is None else None
         self.pipeline = pipeline = build_pipeline(settings, self.metrics, on_disk_full=self._on_disk_full)
         assert pipeline.classify is not None and pipeline.preprocess is not None
         pipeline.ingestor.restore_gauges()
@@ -118,7 +121,11 @@ class Service:
         self.health = HealthChecks(settings.state.dir, pipeline.catalogue, self.metrics, pipeline.alerts,
                                    settings.alerts)
         pipeline.classify.start()
-        pipeline.preprocess.resume()
+        if pipeline.catalogue.dialect == "postgresql":  # other agents write too: take only unclaimed or abandoned work
+            self.site_agent = SiteAgent(settings.site, pipeline.catalogue, pipeline.preprocess, pipeline.classify)
+            self.site_agent.start()
+        else:
+            pipeline.preprocess.resume()
         self.scheduler = RetrainScheduler(settings)
         self.scheduler.start()
         from xtalwatch.learn.refit import HeadRefitter
@@ -214,6 +221,8 @@ class Service:
             pipeline.preprocess.shutdown()
         if pipeline is not None and pipeline.classify is not None:
             pipeline.classify.stop()
+        if self.site_agent is not None:
+            self.site_agent.stop()
         if self.refitter is not None:
             self.refitter.stop()
         if pipeline is not None:
@@ -418,7 +427,7 @@ class Service:
             problems.append(f"disk: the state disk at {self.settings.state.dir} is full; ingest is paused until "
                             "space returns")
         catalogue = self.catalogue
-        if catalogue is not None and not os.access(catalogue.path, os.W_OK):
+        if catalogue is not None and catalogue.path is not None and not os.access(catalogue.path, os.W_OK):
             problems.append(f"catalogue: {catalogue.path} is not writable")
         return problems
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     try:
-        db = Catalogue.open_readonly(settings.state.dir)
+        db = Catalogue.readonly_for(settings)
     except FileNotFoundError as exc:
         print(f"xtalwatch export: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from xtalwatch.store.catalogue import Catalogue
     from xtalwatch.store.labels import import_labels
 
-    cat = Catalogue(settings.state.dir)
+    cat = Catalogue.for_settings(settings)
     try:
         result = import_labels(cat, args.source, settings.classify, labeller=args.labeller,
                                watch_dir=settings.watch.dir)

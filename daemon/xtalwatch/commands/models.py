@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{'-' if std is None else f'{std:.4f}':>7}  {r.reason}")
         return 0
 
-    catalogue = Catalogue(state)
+    catalogue = Catalogue.for_settings(settings)
     try:
         registry = ModelRegistry(state, catalogue)
         if args.action == "promote":

@@ -172,7 +172,7 @@ class RetrainScheduler:
         if (model_serving or not self.settings.retrain.auto_first_training or self._first_training_asked
                 or self.running):
             return False
-        usable = count_usable(self.settings.state.dir)
+        usable = count_usable(self.settings)
         if not first_training_due(usable, self.settings.train.min_images):
             return False
         log.info("%d usable images (train.min_images %d): starting the first training",

@@ -9,13 +9,23 @@ label name the service may use is listed in ``LABEL_NAMES``, and a test holds th
 it. The registry is injectable so that each test (and each service in one process) gets its
 own; the process and platform collectors are added to it so that a custom registry still
 shows memory, CPU and the Python version.
+
+Every series served on ``/metrics`` carries ``imager="<settings.site.imager>"``, added here in
+one place (``Metrics.exposition``) rather than on each metric, so that the stages and the tests
+keep reading ``registry`` with the labels they set. On a site where several hosts each watch one
+imager and share one catalogue, it is what tells their series apart in alerts and on the
+dashboard; one value per process, so it adds no series. Like a target label (``job``,
+``instance``), it identifies the process, so it goes on ``process_*`` and ``python_*`` too: a
+dashboard can then show memory and CPU per imager without joining on ``instance``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import shutil
+from collections.abc import Iterator
 from importlib import metadata
 
 from prometheus_client import (
@@ -24,12 +34,15 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics", "LATENCY_BUCKETS_SECONDS", "TRAINING_BUCKETS_SECONDS", "LABEL_NAMES", "QUEUE_STAGES"]
+__all__ = ["Metrics", "LATENCY_BUCKETS_SECONDS", "TRAINING_BUCKETS_SECONDS", "LABEL_NAMES", "IMAGER_LABEL",
+           "QUEUE_STAGES"]
 
 # The ``*_created`` series (one extra gauge per counter and histogram) mean nothing on a
 # dashboard and double the series count; the switch is process-wide in prometheus-client.
@@ -43,11 +56,15 @@ TRAINING_BUCKETS_SECONDS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
 # Pipeline stages reported by ``xtalwatch_queue_depth``; pre-set to 0 so that alerts see them.
 QUEUE_STAGES = ("settle", "ingest", "preprocess", "classify")
 
+# The label ``Metrics.exposition`` adds to every series; its value is ``settings.site.imager``.
+IMAGER_LABEL = "imager"
 # Every label name that may appear on an xtalwatch_* series; all have a small, fixed set of
-# values. The last group belongs to the info metrics (model and build versions), one series each.
+# values. The middle group belongs to the info metrics (model and build versions), one series
+# each; ``imager`` has one value per process.
 LABEL_NAMES = frozenset({
     "reason", "stage", "flag", "class", "outcome", "sink",
     "version", "encoder", "created", "python", "torch",
+    IMAGER_LABEL,
 })
 
 
@@ -58,16 +75,39 @@ def _package_version(name: str) -> str:
         return "none"
 
 
+class _Labelled(Collector):
+    """Another collector's families, re-emitted with one more label on every sample."""
+
+    def __init__(self, inner: CollectorRegistry, name: str, value: str):
+        self._inner, self._name, self._value = inner, name, value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._inner.collect():
+            labelled = copy.copy(family)
+            labelled.samples = [s._replace(labels={**s.labels, self._name: self._value}) for s in family.samples]
+            yield labelled
+
+
 class Metrics:
     """The service's metrics, registered on ``registry`` (a fresh one when omitted).
 
     Attributes are prometheus-client objects used directly by the stages, e.g.
     ``metrics.images_rejected.labels(reason="truncated").inc()`` or
     ``metrics.predictions.labels("crystal").inc()`` (``class`` is a Python keyword).
+
+    ``registry`` holds the series as the stages set them; ``exposition`` is what ``/metrics``
+    serves: the same series, each with ``imager=<imager>`` (``settings.site.imager``).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, process_collectors: bool = True):
+    def __init__(self, registry: CollectorRegistry | None = None, *, imager: str = "imager",
+                 process_collectors: bool = True):
+        if not imager:
+            raise ValueError("imager must be a non-empty name (settings.site.imager)")
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Without names of its own the wrapper still answers /metrics?name[]=... (the registry
+        # then asks it every time and filters the samples).
+        self.exposition = CollectorRegistry(support_collectors_without_names=True)
+        self.exposition.register(_Labelled(self.registry, IMAGER_LABEL, imager))
         r = self.registry
         # -- watch and ingest -------------------------------------------------------------
         self.images_seen = Counter("xtalwatch_images_seen_total",

@@ -76,7 +76,7 @@ def build_app(metrics: Metrics, status: Callable[[], dict[str, Any]] | None = No
     paths, so it answers loopback clients, or others that send ``Authorization: Bearer
     <api_token>``; ``/metrics`` and ``/healthz`` answer anyone.
     """
-    exporter = _RawASGI(make_asgi_app(registry=metrics.registry))
+    exporter = _RawASGI(make_asgi_app(registry=metrics.exposition))  # every series with imager=
 
     async def index(request: Request) -> Response:
         if review is not None:

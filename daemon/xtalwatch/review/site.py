@@ -72,7 +72,7 @@ class Site:
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection for one request; it never waits for the service's writer."""
-        conn = Catalogue.open_readonly(self.ctx.state_dir)
+        conn = Catalogue.readonly_for(self.ctx.settings)
         try:
             yield conn
         finally:

@@ -149,7 +149,9 @@ class ClassifyStage:
         version = self.version
         if version is None:
             return 0
-        rows = waiting_for(self.catalogue, version)
+        # On a site, each agent backfills its own imager's images: those are the crops it can read.
+        mine = self.catalogue.imager if self.catalogue.dialect == "postgresql" else None
+        rows = waiting_for(self.catalogue, version, mine)
         fresh_ids = {r.image_id for r in rows} - classified_ids(self.catalogue)
         for row in rows:
             background = row.image_id not in fresh_ids

@@ -71,7 +71,7 @@ def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "
     """
     if through not in ("catalogue", "preprocess", "classify"):
         raise ValueError(f"through must be 'catalogue', 'preprocess' or 'classify', got {through!r}")
-    catalogue = Catalogue(settings.state.dir)
+    catalogue = Catalogue.for_settings(settings)
     features = FeatureCache(settings.state.dir)
     try:
         plugins = PluginRegistry.discover(settings.plugins.dirs)

@@ -31,15 +31,29 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from xtalwatch.files import fsync_dir, fsync_file
 from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import Probe
-from xtalwatch.store.errors import CatalogueDamaged, CatalogueTooNew
+from xtalwatch.store.errors import CatalogueDamaged, CatalogueTooNew, CatalogueUnreachable
 from xtalwatch.store.paths import from_db, shown, to_db
+from xtalwatch.store.postgres import (
+    MIGRATION_LOCK,
+    PgConnection,
+    advisory_lock,
+    open_pool,
+    pg_schema,
+    redacted,
+)
 
-__all__ = ["Catalogue", "CatalogueDamaged", "CATALOGUE_FILE", "catalogue_problems", "SCHEMA_VERSION", "NewImage", "Db", "schema_version", "last_catalogued_at",
+if TYPE_CHECKING:
+    from xtalwatch.config import Settings
+
+__all__ = ["Catalogue", "CatalogueDamaged", "CATALOGUE_FILE", "catalogue_problems", "SCHEMA_VERSION", "NewImage", "Db", "Connection", "dialect_of", "schema_version", "last_catalogued_at",
            "image_id_by_id", "image_id_by_path", "image_id_by_sha256", "catalogued_images", "usable_images",
            "count_usable_images", "cropped_images"]
 
@@ -168,6 +182,29 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX predictions_image ON predictions (image_id, created_at);
     CREATE INDEX events_kind ON events (kind, id);
     CREATE INDEX labels_image ON labels (image_id);
+    """,
+    # 5: a site. Several imagers (and hosts) share one catalogue: each plate and image names the imager
+    # it came from, and an image being preprocessed and classified is claimed by one live agent (a
+    # running ``xtalwatch run``), which renews its lease in ``agents``. ``retrain_slots`` makes one
+    # scheduled retraining per slot, whichever host's timer fires first.
+    """
+    ALTER TABLE plates ADD COLUMN imager TEXT;
+    ALTER TABLE images ADD COLUMN imager TEXT;
+    ALTER TABLE images ADD COLUMN claimed_by TEXT;
+    CREATE INDEX images_work ON images (imager, status, id);
+    CREATE TABLE agents (
+        name TEXT PRIMARY KEY,
+        imager TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL
+    );
+    CREATE TABLE retrain_slots (
+        slot TEXT PRIMARY KEY,
+        agent TEXT NOT NULL,
+        started_at REAL NOT NULL
+    );
     """,
 ]
 
@@ -328,14 +365,36 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 
 
 class Catalogue:
-    """The state folder's catalogue; the single writer of its database."""
+    """The catalogue's single writer in this process: the state folder's SQLite file, or a site's PostgreSQL.
 
-    def __init__(self, state_dir: Path):
-        """Open (or, when there is no file at all, create) the catalogue in ``state_dir``.
+    On SQLite one connection, guarded by a lock, runs every statement. On PostgreSQL a pool of
+    connections does (``catalogue.pool_size``): several processes and hosts write at once, and
+    exactly-once rests on the tables' unique constraints.
+    """
 
-        Raises ``CatalogueDamaged`` when the file is empty, truncated, garbled or of another
-        schema; the file is then left exactly as it was.
+    def __init__(self, state_dir: Path, *, url: str | None = None, pool_size: int = 8, imager: str | None = None):
+        """Open (or, when there is no file at all, create) the catalogue in ``state_dir``, or at ``url``.
+
+        ``imager``: the instrument whose files this process catalogues (stored with each plate and image).
+        Raises ``CatalogueDamaged`` when the SQLite file is empty, truncated, garbled or of another
+        schema (the file is then left exactly as it was), ``CatalogueUnreachable`` when PostgreSQL
+        cannot be reached, ``CatalogueTooNew`` when the schema is newer than this xtalwatch.
         """
+        self.url = url
+        self.imager = imager
+        self.agent: str | None = None  # on a site: the agent that claims what this process catalogues (stages/claims.py)
+        self.dialect = "postgresql" if url else "sqlite"
+        self._lock = threading.RLock()
+        self._closed = False
+        if url:
+            self.path = None
+            self._pool = _open_postgres(url, pool_size)
+            try:
+                self._migrate_postgres()
+            except BaseException:
+                self._pool.close()
+                raise
+            return
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / CATALOGUE_FILE
         if not self.path.exists():
@@ -343,17 +402,40 @@ class Catalogue:
         else:
             _refuse_if_damaged(self.path, full=False)
         self._conn = _connect(self.path)
-        self._lock = threading.RLock()
         self._migrate()
-        self._closed = False
         _open_here[self.path] = _open_here.get(self.path, 0) + 1
 
     @classmethod
-    def open_readonly(cls, state_dir: Path) -> sqlite3.Connection:
-        """A read-only connection for reports; it never blocks the writer.
+    def for_settings(cls, settings: Settings) -> Catalogue:
+        """The catalogue ``settings`` name (``catalogue.url``, else ``state.dir``), writing as ``site.imager``."""
+        return cls(settings.state.dir, url=settings.catalogue.url, pool_size=settings.catalogue.pool_size,
+                   imager=settings.site.imager)
 
-        Raises ``FileNotFoundError`` when there is no catalogue, ``CatalogueDamaged`` when it is not sound.
+    @classmethod
+    def readonly_for(cls, settings: Settings) -> Connection:
+        """A read-only connection to the catalogue ``settings`` name; see :meth:`open_readonly`."""
+        return cls.open_readonly(settings.state.dir, settings.catalogue.url)
+
+    @property
+    def where(self) -> str:
+        """Where the catalogue lives, for messages: the file, or the URL without its password."""
+        return redacted(self.url) if self.url else str(self.path)
+
+    @classmethod
+    def open_readonly(cls, state_dir: Path, url: str | None = None) -> sqlite3.Connection | PgConnection:
+        """A read-only connection for reports; it never blocks the writer. Close it when done.
+
+        Raises ``FileNotFoundError`` when there is no SQLite catalogue, ``CatalogueDamaged`` when it is
+        not sound, ``CatalogueUnreachable`` when PostgreSQL cannot be reached.
         """
+        if url:
+            try:
+                conn = psycopg.connect(url, autocommit=True, application_name="xtalwatch-read",
+                                       options="-c default_transaction_read_only=on", connect_timeout=30)
+            except psycopg.OperationalError as exc:
+                raise CatalogueUnreachable(f"catalogue {redacted(url)} cannot be reached: "
+                                           f"{str(exc).strip().splitlines()[0]}") from None
+            return PgConnection(conn, close=True)
         path = state_dir / CATALOGUE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{state_dir}: no catalogue here ({CATALOGUE_FILE} missing)")
@@ -362,15 +444,33 @@ class Catalogue:
 
     def close(self) -> None:
         with self._lock:
+            if self.dialect == "postgresql":
+                self._pool.close()
+                self._closed = True
+                return
             self._conn.close()
             if not self._closed:
                 self._closed = True
                 _open_here[self.path] -= 1
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run writes atomically under the writer lock; pass the connection it yields to named
-        queries to make them one unit (not ``self``: a write on ``self`` opens its own transaction)."""
+    def connection(self) -> Iterator[sqlite3.Connection | PgConnection]:
+        """A connection for one statement outside a transaction: SQLite's one (under the lock), or one from the pool."""
+        if self.dialect == "postgresql":
+            with self._pool.connection() as raw:
+                yield PgConnection(raw)
+            return
+        with self._lock:
+            yield self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection | PgConnection]:
+        """Run writes atomically; pass the connection it yields to named queries to make them one unit
+        (not ``self``: a write on ``self`` opens its own transaction)."""
+        if self.dialect == "postgresql":
+            with self._pool.connection() as raw, raw.transaction():
+                yield PgConnection(raw)
+            return
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -380,7 +480,7 @@ class Catalogue:
                 raise
             self._conn.execute("COMMIT")
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Run one ad-hoc read. Being retired: new SQL goes into a named query in ``store``."""
         return fetch_rows(self, sql, params)
 
@@ -393,6 +493,24 @@ class Catalogue:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 self._conn.executescript("BEGIN;" + _MIGRATIONS[version - 1] + f"; PRAGMA user_version={version}; COMMIT;")
 
+    def _migrate_postgres(self) -> None:
+        """Move the site's schema forward under an advisory lock: hosts starting together migrate once."""
+        with self._pool.connection() as raw, advisory_lock(raw, MIGRATION_LOCK, wait=True):
+            raw.execute("CREATE TABLE IF NOT EXISTS xtalwatch_schema (version BIGINT NOT NULL)")
+            row = raw.execute("SELECT version FROM xtalwatch_schema").fetchone()
+            current = int(row[0]) if row else 0
+            if row is None:
+                raw.execute("INSERT INTO xtalwatch_schema (version) VALUES (0)")
+            if current > SCHEMA_VERSION:
+                raise CatalogueTooNew(f"catalogue {self.where}: schema version {current} is newer than this "
+                                      f"xtalwatch ({SCHEMA_VERSION}): upgrade xtalwatch on this host")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                with raw.transaction():
+                    for statement in pg_schema(_MIGRATIONS[version - 1]).split(";"):
+                        if statement.strip():
+                            raw.execute(statement.encode())
+                    raw.execute("UPDATE xtalwatch_schema SET version = %s", (version,))
+
     @property
     def schema_version(self) -> int:
         return schema_version(self)
@@ -401,51 +519,59 @@ class Catalogue:
     def is_settled(self, path: str, size: int, changed_ns: int) -> bool:
         """True when this path at this size and mtime was already catalogued or rejected."""
         stored = to_db(path)  # a name that is not UTF-8 is kept as its bytes (store/paths.py)
-        with self._lock:
-            row = self._conn.execute("SELECT size_bytes, changed_ns FROM files WHERE path=?", (stored,)).fetchone()
-            if row is None:
-                row = self._conn.execute("SELECT size_bytes, changed_ns FROM rejected WHERE path=?", (stored,)).fetchone()
-        return row is not None and row["size_bytes"] == size and row["changed_ns"] == changed_ns
+        rows = fetch_rows(self, "SELECT size_bytes, changed_ns FROM files WHERE path=? UNION ALL "
+                                "SELECT size_bytes, changed_ns FROM rejected WHERE path=?", (stored, stored))
+        return bool(rows) and rows[0]["size_bytes"] == size and rows[0]["changed_ns"] == changed_ns
 
-    def _plate_and_well(self, conn: sqlite3.Connection, identity: ImageIdentity, now: float) -> tuple[int, int | None]:
+    def _plate_and_well(self, conn: Connection, identity: ImageIdentity, now: float) -> tuple[int, int | None]:
         # An adapter reads plate and well from the path, which may carry bytes that are not UTF-8.
         identity = replace(identity, plate=shown(identity.plate), well=None if identity.well is None else shown(identity.well))
-        conn.execute("INSERT OR IGNORE INTO plates (barcode, adapter, first_seen) VALUES (?, ?, ?)",
-                     (identity.plate, identity.adapter, now))
+        conn.execute("INSERT INTO plates (barcode, adapter, first_seen, imager) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                     (identity.plate, identity.adapter, now, self.imager))
         plate_id = conn.execute("SELECT id FROM plates WHERE barcode=?", (identity.plate,)).fetchone()[0]
         if identity.well is None:
             return plate_id, None
-        conn.execute("INSERT OR IGNORE INTO wells (plate_id, name) VALUES (?, ?)", (plate_id, identity.well))
+        conn.execute("INSERT INTO wells (plate_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING", (plate_id, identity.well))
         well_id = conn.execute("SELECT id FROM wells WHERE plate_id=? AND name=?", (plate_id, identity.well)).fetchone()[0]
         return plate_id, well_id
 
     def record_image(self, path: str, size: int, changed_ns: int, sha256: str, probe: Probe,
                      identity: ImageIdentity, completed_at: float | None = None) -> NewImage:
-        """Store a valid image file exactly once; see the module docstring for the rules."""
+        """Store a valid image file exactly once; see the module docstring for the rules.
+
+        A new image is claimed by this process's ``agent`` (on a site), which preprocesses and classifies it.
+        """
         now = time.time()
         path = to_db(path)  # type: ignore[assignment]  # str, or the bytes of a name that is not UTF-8
         with self.transaction() as conn:
             conn.execute("DELETE FROM rejected WHERE path=?", (path,))
             current = conn.execute("SELECT image_id FROM files WHERE path=?", (path,)).fetchone()
             existing = conn.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
-            if existing is not None:
-                image_id = existing[0]
-                outcome = "unchanged" if current is not None and current[0] == image_id else "duplicate"
-            else:
+            if existing is None:
                 version, previous_id = 1, None
                 if current is not None:
                     previous_id = current[0]
                     version = conn.execute("SELECT version FROM images WHERE id=?", (previous_id,)).fetchone()[0] + 1
                 plate_id, well_id = self._plate_and_well(conn, identity, now)
-                image_id = conn.execute(
+                # Another host may store the same content at this instant (a share mounted twice): the
+                # unique sha256 lets one insert win, and the other finds its row below.
+                inserted = conn.execute(
                     """INSERT INTO images (sha256, path, version, previous_id, plate_id, well_id, drop_no, inspection,
                        imaged_at, imaging, adapter, identity_note, format, width, height, size_bytes, completed_at,
-                       catalogued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       catalogued_at, imager, claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (sha256) DO NOTHING RETURNING id""",
                     (sha256, path, version, previous_id, plate_id, well_id, identity.drop, identity.inspection,
                      identity.imaged_at.isoformat() if identity.imaged_at else None, identity.imaging,
-                     identity.adapter, None if identity.note is None else shown(identity.note), probe.format, probe.width, probe.height, size, completed_at, now),
-                ).lastrowid
-                outcome = "new" if previous_id is None else "version"
+                     identity.adapter, None if identity.note is None else shown(identity.note), probe.format, probe.width,
+                     probe.height, size, completed_at, now, self.imager, self.agent),
+                ).fetchone()
+                if inserted is not None:
+                    image_id, outcome = inserted[0], "new" if previous_id is None else "version"
+                else:
+                    existing = conn.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
+            if existing is not None:
+                image_id = existing[0]
+                outcome = "unchanged" if current is not None and current[0] == image_id else "duplicate"
             conn.execute(
                 """INSERT INTO files (path, image_id, size_bytes, changed_ns, seen_at) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT(path) DO UPDATE SET image_id=excluded.image_id, size_bytes=excluded.size_bytes,
@@ -486,14 +612,23 @@ class Catalogue:
 
 
 # -- running named queries on either kind of db ----------------------------------------------
-Db: TypeAlias = "Catalogue | sqlite3.Connection"
+Connection: TypeAlias = "sqlite3.Connection | PgConnection"
+Db: TypeAlias = "Catalogue | sqlite3.Connection | PgConnection"
 
 
-def fetch_rows(db: Db, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-    """Every row of one read on ``db`` (for the store's modules; elsewhere, call a named query)."""
+def dialect_of(db: Db) -> str:
+    """``sqlite`` or ``postgresql``: what SQL ``db`` speaks, for the few statements that differ."""
+    return getattr(db, "dialect", "sqlite")
+
+
+def fetch_rows(db: Db, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Every row of one read on ``db`` (for the store's modules; elsewhere, call a named query).
+
+    Rows read by index and by column name (``sqlite3.Row``, or ``PgRow`` on PostgreSQL).
+    """
     if isinstance(db, Catalogue):
-        with db._lock:
-            return db._conn.execute(sql, tuple(params)).fetchall()
+        with db.connection() as conn:
+            return conn.execute(sql, tuple(params)).fetchall()
     return db.execute(sql, tuple(params)).fetchall()
 
 
@@ -504,7 +639,7 @@ def fetch_value(db: Db, sql: str, params: Sequence[Any] = ()) -> Any:
 
 
 @contextmanager
-def writing(db: Db) -> Iterator[sqlite3.Connection]:
+def writing(db: Db) -> Iterator[Connection]:
     """A connection to write on: a ``Catalogue``'s own transaction, or the caller's open one."""
     if isinstance(db, Catalogue):
         with db.transaction() as conn:
@@ -513,9 +648,20 @@ def writing(db: Db) -> Iterator[sqlite3.Connection]:
         yield db
 
 
+def _open_postgres(url: str, pool_size: int) -> ConnectionPool:
+    try:
+        return open_pool(url, max_size=pool_size)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise CatalogueUnreachable(f"catalogue {redacted(url)} cannot be reached: "
+                                   f"{str(exc).strip().splitlines()[0]}: check catalogue.url and that "
+                                   "PostgreSQL is running") from None
+
+
 # -- reads of ingest's tables ----------------------------------------------------------------
 def schema_version(db: Db) -> int:
-    """The migration the database is at (``PRAGMA user_version``)."""
+    """The migration the database is at (``PRAGMA user_version``; on PostgreSQL, ``xtalwatch_schema``)."""
+    if dialect_of(db) == "postgresql":
+        return int(fetch_value(db, "SELECT version FROM xtalwatch_schema"))
     return int(fetch_value(db, "PRAGMA user_version"))
 
 

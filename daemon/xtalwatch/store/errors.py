@@ -6,7 +6,7 @@ importing the store (and what it imports) for every command.
 
 from __future__ import annotations
 
-__all__ = ["StateError", "CatalogueDamaged", "CatalogueTooNew", "StateBusy", "BackupUnsound"]
+__all__ = ["StateError", "CatalogueDamaged", "CatalogueTooNew", "CatalogueUnreachable", "StateBusy", "BackupUnsound"]
 
 
 class StateError(ValueError):
@@ -19,6 +19,10 @@ class CatalogueDamaged(StateError):
 
 class CatalogueTooNew(CatalogueDamaged, RuntimeError):
     """The catalogue was moved forward by a newer xtalwatch; this one must not write to it."""
+
+
+class CatalogueUnreachable(StateError):
+    """The site's PostgreSQL catalogue (``catalogue.url``) cannot be reached or refused the login."""
 
 
 class StateBusy(StateError):

@@ -34,9 +34,9 @@ def insert_event(db: Db, kind: str, payload: Mapping[str, Any], *, created_at: f
     """Store one event (``created_at`` in Unix seconds); returns its row id."""
     with writing(db) as conn:
         cursor = conn.execute(
-            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, created_at, plate_id, well_id, image_id, encode_payload(payload)))
-        return int(cursor.lastrowid or 0)
+        return int(cursor.fetchone()[0])
 
 
 def event_rows(db: Db, *, limit: int = 50, kind: str | None = None) -> list[dict[str, Any]]:

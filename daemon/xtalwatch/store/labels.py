@@ -190,7 +190,8 @@ def stored_label(db: Db, image_id: int, labeller: str) -> str | None:
 def insert_label(db: Db, image_id: int, label: str, labeller: str, created_at: float) -> bool:
     """Store one label (``created_at`` in Unix s); False when this labeller had already labelled the image."""
     with writing(db) as conn:
-        cursor = conn.execute("INSERT OR IGNORE INTO labels (image_id, label, labeller, created_at) VALUES (?, ?, ?, ?)",
+        cursor = conn.execute("INSERT INTO labels (image_id, label, labeller, created_at) VALUES (?, ?, ?, ?) "
+                              "ON CONFLICT DO NOTHING",
                               (image_id, label, labeller, created_at))
         return bool(cursor.rowcount)
 

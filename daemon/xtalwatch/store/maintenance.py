@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from xtalwatch.store.catalogue import Db, fetch_rows
+from xtalwatch.store.catalogue import Db, dialect_of, fetch_rows
 
 __all__ = ["ROOM_BYTES", "checkpoint", "has_room", "is_disk_full"]
 
@@ -48,6 +48,11 @@ def has_room(state_dir: Path, needed_bytes: int = ROOM_BYTES) -> bool:
 
 
 def checkpoint(db: Db) -> tuple[int, int, int]:
-    """``PRAGMA wal_checkpoint(TRUNCATE)``: (busy, log frames, frames checkpointed); busy=1 when a reader held it back."""
+    """``PRAGMA wal_checkpoint(TRUNCATE)``: (busy, log frames, frames checkpointed); busy=1 when a reader held it back.
+
+    PostgreSQL manages its own log: nothing to do there, (0, 0, 0).
+    """
+    if dialect_of(db) != "sqlite":
+        return 0, 0, 0
     row = fetch_rows(db, "PRAGMA wal_checkpoint(TRUNCATE)")[0]
     return int(row[0]), int(row[1]), int(row[2])

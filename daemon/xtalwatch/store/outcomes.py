@@ -18,7 +18,7 @@ __all__ = ["well_calls", "plate_calls", "PLATE_CALL_FIELDS", "plate_wells", "pla
 # Column names are ``well_outcome.Call``'s field names, so that a row is a ``Call(**row)``.
 _CALL_COLUMNS = """
 p.label AS label, p.confidence AS confidence, i.drop_no AS "drop", i.inspection AS inspection,
-(i.status = 'flagged' OR COALESCE(pp.flags, '') != '') AS flagged, i.catalogued_at AS seen_at,
+CASE WHEN i.status = 'flagged' OR COALESCE(pp.flags, '') != '' THEN 1 ELSE 0 END AS flagged, i.catalogued_at AS seen_at,
 i.id AS image_id, i.path AS image_path, pl.barcode AS plate, w.name AS well,
 i.plate_id AS plate_id, i.well_id AS well_id, p.model_version AS model_version, p.uncertain AS uncertain
 """
@@ -30,9 +30,9 @@ JOIN wells w ON w.id = i.well_id
 JOIN predictions p ON p.image_id = i.id
 LEFT JOIN preprocess pp ON pp.image_id = i.id
 WHERE i.well_id = ?
-  AND (? IS NULL OR i.imaging = ?)
+  AND (CAST(? AS TEXT) IS NULL OR i.imaging = ?)
   AND NOT EXISTS (SELECT 1 FROM images newer WHERE newer.previous_id = i.id)
-  AND p.id = (SELECT q.id FROM predictions q WHERE q.image_id = i.id AND (? IS NULL OR q.model_version = ?)
+  AND p.id = (SELECT q.id FROM predictions q WHERE q.image_id = i.id AND (CAST(? AS TEXT) IS NULL OR q.model_version = ?)
               ORDER BY q.created_at DESC, q.id DESC LIMIT 1)
 """
 
@@ -69,13 +69,15 @@ def _call_dicts(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
 # probe per image takes half the time of a ROW_NUMBER() window over the plate's predictions (which
 # sorts them in a temporary b-tree), and a MAX-join is 20 times slower (it scans the index).
 _PLATE_CALLS_SQL = """
-SELECT p.label, p.confidence, i.drop_no, i.inspection, (i.status = 'flagged' OR COALESCE(pp.flags, '') != ''),
+SELECT p.label, p.confidence, i.drop_no, i.inspection,
+       CASE WHEN i.status = 'flagged' OR COALESCE(pp.flags, '') != '' THEN 1 ELSE 0 END,
        i.catalogued_at, i.id, i.well_id, p.model_version, COALESCE(p.uncertain, 0)
 FROM images i
 LEFT JOIN predictions p ON p.id = (SELECT q.id FROM predictions q WHERE q.image_id = i.id
                                    ORDER BY q.created_at DESC, q.id DESC LIMIT 1)
 LEFT JOIN preprocess pp ON pp.image_id = i.id
-WHERE i.plate_id = ? AND i.well_id IS NOT NULL AND (? IS NULL OR i.inspection <= ?) AND (? IS NULL OR i.imaging = ?)
+WHERE i.plate_id = ? AND i.well_id IS NOT NULL AND (CAST(? AS INTEGER) IS NULL OR i.inspection <= ?)
+  AND (CAST(? AS TEXT) IS NULL OR i.imaging = ?)
   AND NOT EXISTS (SELECT 1 FROM images newer WHERE newer.previous_id = i.id)
 """
 # The order of ``plate_calls``' columns. Tuples, not dicts: a 1,536-well plate has thousands of rows and
@@ -140,11 +142,11 @@ def plate_outcomes(db: Db, plate: str) -> list[dict[str, Any]]:
     of its saved outcome (None when none), ``images`` and how many of them are ``flagged``."""
     rows = fetch_rows(db, """
         SELECT w.name AS well, o.label AS label, o.confidence AS confidence,
-               COALESCE(SUM(i.status = 'flagged'), 0) AS flagged, COUNT(i.id) AS images
+               COALESCE(SUM(CASE WHEN i.status = 'flagged' THEN 1 ELSE 0 END), 0) AS flagged, COUNT(i.id) AS images
         FROM wells w JOIN plates p ON p.id = w.plate_id
         LEFT JOIN well_outcomes o ON o.well_id = w.id
         LEFT JOIN images i ON i.well_id = w.id
-        WHERE p.barcode = ? GROUP BY w.id""", (plate,))
+        WHERE p.barcode = ? GROUP BY w.id, w.name, o.label, o.confidence""", (plate,))
     return [dict(r) for r in rows]
 
 

@@ -7,7 +7,9 @@ SQLite's TEXT cannot hold those. So a path is stored
 
 * as TEXT when it is valid UTF-8 (every path the catalogue held before: nothing to migrate);
 * otherwise as a BLOB of its exact bytes (``os.fsencode``): lossless, and a BLOB never equals
-  a TEXT, so two different names can never meet under one key.
+  a TEXT, so two different names can never meet under one key. PostgreSQL's TEXT column takes no
+  BLOB, so there the bytes are kept as text: ``NON_UTF8_PREFIX`` (a noncharacter no real name
+  starts with) and their hex (``store/postgres.py`` writes it, :func:`from_db` reads both forms).
 
 :func:`to_db` and :func:`from_db` are the two directions; :func:`shown` is the one way a path
 (or any text that may carry such bytes) is written for people: logs, ``xtalwatch status`` and
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["to_db", "from_db", "shown"]
+__all__ = ["to_db", "from_db", "shown", "NON_UTF8_PREFIX"]
+
+NON_UTF8_PREFIX = "\ufffe"  # on PostgreSQL, a name that is not UTF-8: this, then its bytes in hex
 
 
 def to_db(path: str) -> str | bytes:
@@ -36,6 +40,8 @@ def to_db(path: str) -> str | bytes:
 
 def from_db(value: str | bytes) -> str:
     """The path a stored value stands for, as ``os.fsdecode`` would have handed it over."""
+    if isinstance(value, str) and value.startswith(NON_UTF8_PREFIX):
+        value = bytes.fromhex(value[len(NON_UTF8_PREFIX):])
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
@@ -43,6 +49,8 @@ def shown(text: str | bytes | None) -> str:
     """``text`` for a person: valid UTF-8 as it is, any other byte as ``\\xNN``; always encodable."""
     if text is None:
         return ""
+    if isinstance(text, str) and text.startswith(NON_UTF8_PREFIX):
+        text = bytes.fromhex(text[len(NON_UTF8_PREFIX):])
     if isinstance(text, str):
         try:
             text = text.encode("utf-8", "surrogateescape")

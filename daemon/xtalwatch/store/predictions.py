@@ -33,13 +33,13 @@ class StoredCall:
     uncertain: bool = False  # top probability below classify.uncertain_below
 
 
-def waiting_for(db: Db, model_version: str) -> list[Waiting]:
-    """Preprocessed images that ``model_version`` has not classified yet, oldest first."""
+def waiting_for(db: Db, model_version: str, imager: str | None = None) -> list[Waiting]:
+    """Preprocessed images that ``model_version`` has not classified yet, oldest first; only ``imager``'s when given."""
     rows = fetch_rows(db, """
         SELECT i.id, p.crop_path, i.completed_at FROM images i JOIN preprocess p ON p.image_id = i.id
-        WHERE i.status = 'preprocessed' AND NOT EXISTS (
+        WHERE i.status = 'preprocessed' AND (CAST(? AS TEXT) IS NULL OR i.imager = ?) AND NOT EXISTS (
             SELECT 1 FROM predictions r WHERE r.image_id = i.id AND r.model_version = ?)
-        ORDER BY i.id""", (model_version,))
+        ORDER BY i.id""", (imager, imager, model_version))
     return [Waiting(int(r[0]), r[1], r[2]) for r in rows]
 
 
@@ -63,8 +63,8 @@ def insert_predictions(db: Db, calls: Iterable[StoredCall], created_at: float) -
              created_at) for c in calls]
     with writing(db) as conn:
         conn.executemany(
-            """INSERT OR IGNORE INTO predictions (image_id, model_version, label, confidence, probabilities,
-               uncertain, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""", rows)
+            """INSERT INTO predictions (image_id, model_version, label, confidence, probabilities,
+               uncertain, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""", rows)
 
 
 def newest_prediction_labels(db: Db) -> list[tuple[str, str]]:

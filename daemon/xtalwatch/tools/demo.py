@@ -120,7 +120,7 @@ def run_demo(options: DemoOptions) -> int:
     imager, state = out / "imager", out / "state"
     imager.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(options, imager, state)
-    service = Service(settings, Metrics())
+    service = Service(settings, Metrics(imager=settings.site.imager))
     service_thread = threading.Thread(target=service.run, name="service", daemon=True)
     service_thread.start()
     while not service.ready.is_set():

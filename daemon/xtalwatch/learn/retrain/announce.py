@@ -33,7 +33,7 @@ def record_outcome(settings: Settings, outcome: RetrainOutcome) -> bool:
     if event is None:
         return False
     try:
-        catalogue = Catalogue(settings.state.dir)
+        catalogue = Catalogue.for_settings(settings)
     except Exception:
         log.exception("retrain: cannot open the catalogue to record the %s event", event.kind)
         return False
@@ -42,7 +42,7 @@ def record_outcome(settings: Settings, outcome: RetrainOutcome) -> bool:
         try:
             # Metrics of this short-lived dispatcher only; the service's own registry is not ours to touch.
             alerts = AlertDispatcher(settings.alerts, PluginRegistry.discover(settings.plugins.dirs),
-                                     Metrics(process_collectors=False))
+                                     Metrics(imager=settings.site.imager, process_collectors=False))
         except Exception:  # a broken sink plugin must not lose the event
             log.exception("retrain: cannot start the alert sinks; the %s event is stored without an alert", event.kind)
         raise_event(event, catalogue, alerts)

@@ -95,7 +95,7 @@ def _run(settings: Settings, now: bool, progress: bool, outcome: RetrainOutcome,
 
     # -- the catalogue and the serving model ------------------------------------------------
     try:
-        catalogue = held.enter_context(closing(open_catalogue(state_dir)))
+        catalogue = held.enter_context(closing(open_catalogue(settings)))
     except FileNotFoundError as exc:
         outcome.reason = f"{exc}: nothing to train on yet"
         return

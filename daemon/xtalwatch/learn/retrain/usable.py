@@ -10,8 +10,8 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from xtalwatch.config import Settings
 from xtalwatch.store.catalogue import Catalogue, count_usable_images, usable_images
 from xtalwatch.store.labels import latest_labels
 
@@ -32,10 +32,10 @@ class UsableImages:
         return len(self.ids)
 
 
-def count_usable(state_dir: Path) -> int:
+def count_usable(settings: Settings) -> int:
     """How many usable images the catalogue holds (0 when there is no catalogue yet); never writes."""
     try:
-        conn = Catalogue.open_readonly(state_dir)
+        conn = Catalogue.readonly_for(settings)
     except FileNotFoundError:
         return 0
     try:
@@ -44,10 +44,10 @@ def count_usable(state_dir: Path) -> int:
         conn.close()
 
 
-def open_catalogue(state_dir: Path) -> Catalogue:
+def open_catalogue(settings: Settings) -> Catalogue:
     """The catalogue a run reads and registers into; FileNotFoundError when there is none (none is created)."""
-    Catalogue.open_readonly(state_dir).close()
-    return Catalogue(state_dir)
+    Catalogue.readonly_for(settings).close()
+    return Catalogue.for_settings(settings)
 
 
 def gather_usable(catalogue: Catalogue) -> UsableImages:
