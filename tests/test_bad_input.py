@@ -163,7 +163,7 @@ def test_names_that_are_not_utf8_are_catalogued(folders: tuple[Path, Path], star
     running = start_service(make_settings(watch, state))
     Path(os.fsdecode(root + b"/live\xe9\x80_03A_1.jpg")).write_bytes(jpeg_bytes(seed=53))
     wait_for(lambda: running.count("images") == 3 and running.count("rejected") == 1, timeout=30)
-    status = collect_status(state)
+    status = collect_status(running.service.settings)
     shown = {i["path"] for i in status["newest_images"]}
     assert shown == {f"{watch}/caf\\xe9_01A_1.jpg", f"{watch}/\\xff\\xfe_02A_1.jpg", f"{watch}/live\\xe9\\x80_03A_1.jpg"}
     assert status["recent_errors"][0]["path"] == f"{watch}/plate_\\xe9/bad\\xff.jpg"

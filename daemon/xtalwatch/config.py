@@ -122,6 +122,10 @@ class SiteConfig(Section):
     lease_seconds: float = Field(
         30.0, gt=0, description="Work claimed by a process that has not renewed its lease this long is taken over.",
     )
+    models_dir: Path | None = Field(
+        None, description="The site's model registry on storage every host mounts (state.dir/models links to it); "
+                          "unset: this host's own registry in state.dir/models.",
+    )
 
 
 class IngestConfig(Section):

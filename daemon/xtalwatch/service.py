@@ -113,6 +113,10 @@ class Service:
         self.state_lock = hold_state_lock(settings.state.dir)
         # A site's PostgreSQL is backed up by PostgreSQL's own tools (docs/deploy.md), not by copying a file.
         self.backups = BackupSchedule(settings.state.dir, settings.catalogue) if settings.catalogue.url is None else None
+        if settings.site.models_dir is not None:
+            from xtalwatch.learn.registry import link_shared_registry
+
+            link_shared_registry(settings.state.dir, settings.site.models_dir)
         self.pipeline = pipeline = build_pipeline(settings, self.metrics, on_disk_full=self._on_disk_full)
         assert pipeline.classify is not None and pipeline.preprocess is not None
         pipeline.ingestor.restore_gauges()
@@ -122,7 +126,8 @@ class Service:
                                    settings.alerts)
         pipeline.classify.start()
         if pipeline.catalogue.dialect == "postgresql":  # other agents write too: take only unclaimed or abandoned work
-            self.site_agent = SiteAgent(settings.site, pipeline.catalogue, pipeline.preprocess, pipeline.classify)
+            self.site_agent = SiteAgent(settings.site, pipeline.catalogue, pipeline.preprocess, pipeline.classify,
+                                        self.metrics)
             self.site_agent.start()
         else:
             pipeline.preprocess.resume()
@@ -445,4 +450,4 @@ class Service:
     def status_summary(self) -> dict[str, Any]:
         from xtalwatch.observe.status import collect_status
 
-        return collect_status(self.settings.state.dir)
+        return collect_status(self.settings)

@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xtalwatch.config import default_config_path
+    from xtalwatch.learn.registry import RegistryError
     from xtalwatch.observe.preflight import preflight
     from xtalwatch.plugins import PluginError
     from xtalwatch.service import Service
@@ -34,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return Service(settings).run()
-    except PluginError as exc:  # a plugin that loaded in the check but not now (a file changed since)
+    except (PluginError, RegistryError) as exc:  # a plugin that loaded in the check but not now; a registry in the way
         print(f"xtalwatch: configuration error:\n{exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("status", help="counts, newest images and recent errors",
                                    description="Read the catalogue of a running or stopped service and report.")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--imager", metavar="NAME",
+                        help="count only this imager's plates and images (a site's site.imager names)")
     add_config_args(parser, watch=False)
     parser.set_defaults(func=run)
 
@@ -23,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     try:
-        status = collect_status(settings.state.dir)
+        status = collect_status(settings, imager=args.imager)
     except FileNotFoundError as exc:
         print(f"xtalwatch status: {exc}", file=sys.stderr)
         return 1
@@ -31,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"state: {status['state_dir']}")
+    if status["imager"] is not None:
+        print(f"imager: {status['imager']} (rejected files, events, hits and well outcomes are the whole site's)")
     print(f"images: {status['images_total']} in {len(status['plates'])} plates, {status['wells_total']} wells "
           f"({status['unassigned_total']} unassigned); files: {status['files_total']}")
     print(f"model: {status['model_status']}; predictions: {status['predictions_total']}; "
@@ -60,4 +64,11 @@ def run(args: argparse.Namespace) -> int:
         print("recent errors:")
         for err in status["recent_errors"]:
             print(f"  {err['path']}: {err['reason']}: {err['detail']}")
+    if status["imagers"]:
+        print("site:")
+        for name, imager in status["imagers"].items():
+            last = imager["last_image_at"]
+            when = datetime.fromtimestamp(last).strftime("%Y-%m-%d %H:%M:%S") if last is not None else "-"
+            alive = sum(agent["alive"] for agent in imager["agents"])
+            print(f"  {name}: {imager['images']} images, last {when}; agents {alive}/{len(imager['agents'])} alive")
     return 0

@@ -36,7 +36,8 @@ from xtalwatch.files import fsync_dir, write_json_atomic
 from xtalwatch.store.catalogue import Catalogue
 from xtalwatch.store.models import ModelRow, forget_model_path, upsert_models
 
-__all__ = ["ModelRegistry", "ModelRecord", "RegistryError", "Saveable", "Status", "MODELS_DIR", "current_path", "new_version", "serving_key"]
+__all__ = ["ModelRegistry", "ModelRecord", "RegistryError", "Saveable", "Status", "MODELS_DIR", "current_path", "new_version", "serving_key",
+           "link_shared_registry"]
 
 MODELS_DIR = "models"
 CURRENT = "current"
@@ -44,6 +45,28 @@ META = "meta.json"
 HISTORY = "history.json"
 Status = Literal["candidate", "promoted", "rejected", "retired"]
 STATUSES: tuple[str, ...] = ("candidate", "promoted", "rejected", "retired")
+
+
+def link_shared_registry(state_dir: Path, models_dir: Path) -> None:
+    """On a site: make ``<state_dir>/models`` a symlink to the shared registry ``models_dir``.
+
+    Every host then reads ``current`` from the same folder, so a model one host promotes is
+    hot-swapped by all. Raises ``RegistryError`` when this host already has a registry of its own
+    with models in it: moving them is a person's decision.
+    """
+    link, target = Path(state_dir) / MODELS_DIR, Path(models_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        if os.path.realpath(link) == os.path.realpath(target):
+            return
+        link.unlink()
+    elif link.is_dir():
+        if any(p.name != ".lock" for p in link.iterdir()):
+            raise RegistryError(f"{link} holds this host's own models, but site.models_dir is {target}: move them "
+                                f"there (or unset site.models_dir) and start again")
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target.resolve(), target_is_directory=True)
 
 
 def current_path(state_dir: Path) -> Path:

@@ -21,6 +21,12 @@ run does wherever it runs; the scheduler reads the child's result only for its l
 ``retrain.timeout_hours``). Nothing is handed back to the service: a promoted model moves the
 registry's ``current``, which the classify stage notices and loads.
 
+On a site (``catalogue.url`` is PostgreSQL) every host with ``retrain.enabled`` runs the same
+schedule, and each scheduled fire first claims its slot (the trigger's latest fire time, the same
+on every host whatever its clock's jitter or a misfire's delay) in ``retrain_slots``: the first host
+trains, the others log who has it and skip. A run started by hand claims no slot; the site's
+training lock (``retrain/lock.py``) still keeps it from overlapping another host's run.
+
 Before any model serves, :meth:`RetrainScheduler.check_first_training` (called on the service's
 periodic checks) starts the first training once ``train.min_images`` usable images exist, and
 tries a failed or rejected first training again after ``FIRST_TRAINING_RETRY_SECONDS``.
@@ -32,11 +38,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +86,25 @@ def build_trigger(cfg: RetrainConfig, timezone: Any = None) -> BaseTrigger:
     return CronTrigger.from_crontab(cfg.schedule, timezone=zone)
 
 
+def scheduled_slot(trigger: BaseTrigger, now: datetime) -> str:
+    """The slot a fire at ``now`` belongs to: the trigger's latest fire time at or before ``now``.
+
+    An interval's start differs between hosts, so its slot is the interval's ordinal since the epoch.
+    """
+    if isinstance(trigger, IntervalTrigger):
+        seconds = trigger.interval.total_seconds()
+        return f"every-{seconds:g}s-{int(now.timestamp() // seconds)}"
+    for lookback in (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(days=32)):
+        fire = trigger.get_next_fire_time(None, now - lookback)
+        latest = None
+        while fire is not None and fire <= now:
+            latest = fire
+            fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+        if latest is not None:
+            return latest.isoformat(timespec="seconds")
+    return now.isoformat(timespec="seconds")
+
+
 def first_training_due(usable_images: int, min_images: int) -> bool:
     """Before any model exists: enough usable images for the first training?"""
     return usable_images >= min_images
@@ -96,6 +122,8 @@ class RetrainScheduler:
         self.skipped_while_running = 0  # triggers that found a run going (max_instances at work)
         self.last_outcome: RetrainOutcome | None = None
         self._first_training_asked = False
+        self._manual = False  # the next run was asked for by hand (trigger_now): it claims no slot
+        self.slots_lost = 0  # scheduled fires another host of the site took
         self._child: subprocess.Popen[bytes] | None = None
         self._child_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -153,6 +181,7 @@ class RetrainScheduler:
         """Run the job as soon as possible; False (and nothing happens) when a run is already going."""
         if self.running:
             return False
+        self._manual = True
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(self.timezone))
         return True
 
@@ -186,8 +215,11 @@ class RetrainScheduler:
 
     # -- the job ----------------------------------------------------------------------------
     def _run_job(self) -> None:
+        manual, self._manual = self._manual, False
         if not self.settings.retrain.enabled:
             self._scheduler.pause_job(JOB_ID)  # a manual run must not resume the schedule
+        if not manual and self.settings.catalogue.url is not None and not self._won_slot():
+            return
         outcome, recorded = self._run_child()
         if not recorded:
             # The child ended without a result (killed, out of memory, past the time limit), so it
@@ -196,6 +228,26 @@ class RetrainScheduler:
             record_outcome(self.settings, outcome)
         self.last_outcome = outcome
         log.info("retraining finished: %s", outcome.summary())
+
+    def _won_slot(self) -> bool:
+        """On a site: claim this fire's slot; False (logged, and nothing runs) when another host has it."""
+        from xtalwatch.store.catalogue import Catalogue
+        from xtalwatch.store.work import claim_retrain_slot
+
+        slot = scheduled_slot(self.trigger, datetime.now(self.timezone))
+        me = f"{socket.gethostname()}-{self.settings.site.imager}#{os.getpid()}"
+        catalogue = Catalogue.for_settings(self.settings)
+        try:
+            holder = claim_retrain_slot(catalogue, slot, me)
+        finally:
+            catalogue.close()
+        if holder is None:
+            log.info("retraining slot %s is this host's (%s)", slot, me)
+            return True
+        self.slots_lost += 1
+        self.last_outcome = RetrainOutcome("skipped", f"slot {slot} is trained by {holder}", started_at=time.time())
+        log.info("retraining slot %s is taken by %s: not training on this host", slot, holder)
+        return False
 
     def _run_child(self) -> tuple[RetrainOutcome, bool]:
         """Run one training child; returns the outcome and whether the child recorded it itself."""

@@ -124,6 +124,9 @@ class Metrics:
                                           registry=r)
         self.observer_restarts = Counter("xtalwatch_observer_restarts_total",
                                          "Times the folder observer died and was restarted.", registry=r)
+        self.work_taken_over = Counter("xtalwatch_work_taken_over_total",
+                                       "Unfinished images this agent took over from a site agent whose lease ran out.",
+                                       registry=r)
         self.rescans = Counter("xtalwatch_rescans_total", "Full reconciliation scans of the watch folder.", registry=r)
         self.queue_depth = Gauge("xtalwatch_queue_depth", "Items waiting in each pipeline stage.", ["stage"], registry=r)
         self.preprocess_pool_restarts = Counter("xtalwatch_preprocess_pool_restarts_total",

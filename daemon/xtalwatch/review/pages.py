@@ -23,6 +23,7 @@ from xtalwatch.store.catalogue import last_catalogued_at
 from xtalwatch.store.labels import label_count, labels_of_image
 from xtalwatch.store.outcomes import plate_inspections
 from xtalwatch.store.review import (
+    imager_names,
     latest_event,
     plate_by_barcode,
     plate_summaries,
@@ -79,10 +80,16 @@ def _hit_view(event: dict[str, Any]) -> dict[str, Any]:
     return {"id": event["id"], "kind": event["kind"], "created_at": event["created_at"],
             "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["created_at"])),
             "plate": event["barcode"] or p.get("plate"), "well": event["well"] or p.get("well"),
-            "well_id": event["well_id"], "image_id": event["image_id"], "class": p.get("class"),
+            "well_id": event["well_id"], "image_id": event["image_id"], "imager": event["imager"],
+            "class": p.get("class"),
             "confidence": p.get("confidence"), "inspection": p.get("inspection"), "drop": p.get("drop"),
             "wells": p.get("wells") if isinstance(p.get("wells"), int) else len(p.get("wells") or []),
             "classes": p.get("classes") if isinstance(p.get("classes"), dict) else {}}
+
+
+def _imager_asked(request: Request) -> str | None:
+    """The ``?imager=`` a list page is narrowed to; None (empty or absent) shows the whole site."""
+    return request.query_params.get("imager") or None
 
 
 def page_routes(site: Site) -> list[BaseRoute]:
@@ -91,9 +98,11 @@ def page_routes(site: Site) -> list[BaseRoute]:
     colours = outcome_colours(settings.classify)
 
     def plates(request: Request) -> Response:
+        imager = _imager_asked(request)
         with site.reading() as db:
-            rows = plate_summaries(db, settings.classify.crystal_classes)
-        return site.render(request, "plates.html", plates=rows, title="Plates")
+            rows = plate_summaries(db, settings.classify.crystal_classes, imager)
+            imagers = imager_names(db)
+        return site.render(request, "plates.html", plates=rows, title="Plates", imagers=imagers, imager=imager)
 
     def plate(request: Request) -> Response:
         barcode = request.path_params["barcode"]
@@ -134,9 +143,11 @@ def page_routes(site: Site) -> list[BaseRoute]:
                            uncertain_below=settings.classify.uncertain_below)
 
     def hits(request: Request) -> Response:
+        imager = _imager_asked(request)
         with site.reading() as db:
-            events = [_hit_view(e) for e in recent_events(db, HIT_KINDS, limit=200)]
-        return site.render(request, "hits.html", title="Hits", hits=events,
+            events = [_hit_view(e) for e in recent_events(db, HIT_KINDS, limit=200, imager=imager)]
+            imagers = imager_names(db)
+        return site.render(request, "hits.html", title="Hits", hits=events, imagers=imagers, imager=imager,
                            last_id=max((e["id"] for e in events), default=0))
 
     def api_hits(request: Request) -> Response:
@@ -144,7 +155,8 @@ def page_routes(site: Site) -> list[BaseRoute]:
         if not raw.isdigit():
             return site.refuse(request, f"after must be an event id (a whole number), got {raw!r}", status_code=400)
         with site.reading() as db:
-            events = [_hit_view(e) for e in recent_events(db, HIT_KINDS, after_id=int(raw), limit=200)]
+            events = [_hit_view(e) for e in recent_events(db, HIT_KINDS, after_id=int(raw), limit=200,
+                                                          imager=_imager_asked(request))]
         return JSONResponse({"hits": events, "last_id": max((e["id"] for e in events), default=int(raw))})
 
     def health(request: Request) -> Response:

@@ -19,6 +19,7 @@ import time
 import uuid
 
 from xtalwatch.config import SiteConfig
+from xtalwatch.observe.metrics import Metrics
 from xtalwatch.stages.classify import ClassifyStage
 from xtalwatch.stages.preprocess import PreprocessPool
 from xtalwatch.store.catalogue import Catalogue
@@ -40,8 +41,10 @@ def agent_name(site: SiteConfig) -> str:
 class SiteAgent:
     """Renews this agent's lease and feeds taken-over work to the stages, on its own thread."""
 
-    def __init__(self, site: SiteConfig, catalogue: Catalogue, preprocess: PreprocessPool, classify: ClassifyStage):
+    def __init__(self, site: SiteConfig, catalogue: Catalogue, preprocess: PreprocessPool, classify: ClassifyStage,
+                 metrics: Metrics):
         self.site = site
+        self.metrics = metrics
         self.catalogue = catalogue
         self.preprocess = preprocess
         self.classify = classify
@@ -73,6 +76,7 @@ class SiteAgent:
             taken = sum(1 for image in batch if image.previous_agent is not None)
             if taken:
                 self.taken_over += taken
+                self.metrics.work_taken_over.inc(taken)
                 previous = sorted({image.previous_agent for image in batch if image.previous_agent})
                 log.warning("site: took over %d unfinished images of imager %s from %s (lease of %.0f s ran out)",
                             taken, self.site.imager, ", ".join(previous), self.site.lease_seconds)

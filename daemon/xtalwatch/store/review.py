@@ -14,26 +14,33 @@ from typing import Any
 from xtalwatch.store.catalogue import Db, fetch_rows, fetch_value
 from xtalwatch.store.paths import from_db
 
-__all__ = ["plate_summaries", "plate_by_barcode", "well_info", "well_timeline", "image_sources", "image_exists",
+__all__ = ["plate_summaries", "imager_names", "plate_by_barcode", "well_info", "well_timeline", "image_sources", "image_exists",
            "latest_event", "recent_events"]
 
 
-def plate_summaries(db: Db, crystal_classes: Sequence[str]) -> list[dict[str, Any]]:
-    """Every plate, newest image first: ``id``, ``barcode``, ``adapter``, ``newest_inspection``, ``images``,
+def plate_summaries(db: Db, crystal_classes: Sequence[str], imager: str | None = None) -> list[dict[str, Any]]:
+    """Every plate (of ``imager`` only, when given), newest image first: ``id``, ``barcode``, ``adapter``,
+    ``imager`` (None for a plate from before the site), ``newest_inspection``, ``images``,
     ``last_image_at`` (Unix s) and ``hits`` (wells whose saved outcome is one of ``crystal_classes``).
 
     Each figure comes from the images(plate_id, inspection) index; the newest image is the plate's
     highest id (ids grow with cataloguing), so no image row is read but that one."""
     marks = ",".join("?" * len(crystal_classes)) or "NULL"
     return [dict(r) for r in fetch_rows(db, f"""
-        SELECT p.id AS id, p.barcode AS barcode, p.adapter AS adapter,
+        SELECT p.id AS id, p.barcode AS barcode, p.adapter AS adapter, p.imager AS imager,
                (SELECT MAX(inspection) FROM images WHERE plate_id = p.id) AS newest_inspection,
                (SELECT COUNT(*) FROM images WHERE plate_id = p.id) AS images,
                (SELECT catalogued_at FROM images WHERE id = (SELECT MAX(id) FROM images WHERE plate_id = p.id))
                    AS last_image_at,
                (SELECT COUNT(*) FROM well_outcomes o JOIN wells w ON w.id = o.well_id
                 WHERE w.plate_id = p.id AND o.label IN ({marks})) AS hits
-        FROM plates p ORDER BY last_image_at DESC, p.id DESC""", tuple(crystal_classes))]
+        FROM plates p WHERE CAST(? AS TEXT) IS NULL OR p.imager = ?
+        ORDER BY last_image_at DESC, p.id DESC""", (*crystal_classes, imager, imager))]
+
+
+def imager_names(db: Db) -> list[str]:
+    """The imagers that plates came from, sorted (plates from before the site, with none, left out)."""
+    return [r[0] for r in fetch_rows(db, "SELECT DISTINCT imager FROM plates WHERE imager IS NOT NULL ORDER BY imager")]
 
 
 def plate_by_barcode(db: Db, barcode: str) -> dict[str, Any] | None:
@@ -108,14 +115,16 @@ def latest_event(db: Db, kinds: Sequence[str]) -> dict[str, Any] | None:
     return _event(rows[0]) if rows else None
 
 
-def recent_events(db: Db, kinds: Sequence[str], *, after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+def recent_events(db: Db, kinds: Sequence[str], *, after_id: int = 0, limit: int = 100,
+                  imager: str | None = None) -> list[dict[str, Any]]:
     """Events of ``kinds`` stored after row ``after_id``, newest first, at most ``limit``: ``id``, ``kind``,
-    ``created_at``, ``plate_id``, ``well_id``, ``image_id``, ``barcode``, ``well`` and ``payload``."""
+    ``created_at``, ``plate_id``, ``well_id``, ``image_id``, ``barcode``, ``well``, ``imager`` (the plate's)
+    and ``payload``. ``imager``: only events of that imager's plates (an event with no plate is left out)."""
     rows = fetch_rows(db, f"""
         SELECT e.id AS id, e.kind AS kind, e.created_at AS created_at, e.plate_id AS plate_id,
                e.well_id AS well_id, e.image_id AS image_id, p.barcode AS barcode, w.name AS well,
-               e.payload AS payload
+               p.imager AS imager, e.payload AS payload
         FROM events e LEFT JOIN plates p ON p.id = e.plate_id LEFT JOIN wells w ON w.id = e.well_id
-        WHERE e.kind IN ({','.join('?' * len(kinds))}) AND e.id > ?
-        ORDER BY e.id DESC LIMIT ?""", (*kinds, after_id, limit))
+        WHERE e.kind IN ({','.join('?' * len(kinds))}) AND e.id > ? AND (CAST(? AS TEXT) IS NULL OR p.imager = ?)
+        ORDER BY e.id DESC LIMIT ?""", (*kinds, after_id, imager, imager, limit))
     return [_event(r) for r in rows]

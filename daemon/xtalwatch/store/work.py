@@ -16,14 +16,19 @@ there is one writer and the state lock allows one service, so the claim needs no
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import psycopg
 
 from xtalwatch.store.catalogue import Db, dialect_of, fetch_rows, writing
 from xtalwatch.store.events import insert_event
 from xtalwatch.store.paths import from_db
+from xtalwatch.store.postgres import RETRAIN_LOCK, advisory_lock
 
 __all__ = ["ClaimedImage", "WORK_TAKEN_OVER", "register_agent", "renew_lease", "retire_agent", "claim_unfinished",
-           "live_agents", "AGENTS_KEPT_SECONDS"]
+           "live_agents", "AGENTS_KEPT_SECONDS", "claim_retrain_slot", "site_training_lock"]
 
 WORK_TAKEN_OVER = "work_taken_over"  # the event kind: an agent took over another's unfinished images
 AGENTS_KEPT_SECONDS = 7 * 86400.0  # agents not seen for this long are forgotten at the next registration
@@ -111,3 +116,25 @@ def live_agents(db: Db, *, lease_seconds: float, now: float | None = None) -> li
         FROM agents a ORDER BY a.imager, a.started_at DESC""")
     return [{"name": r[0], "imager": r[1], "host": r[2], "pid": int(r[3]), "started_at": r[4], "seen_at": r[5],
              "alive": r[5] >= now - lease_seconds, "holding": int(r[6])} for r in rows]
+
+
+def claim_retrain_slot(db: Db, slot: str, agent: str, now: float | None = None) -> str | None:
+    """Take scheduled retraining slot ``slot`` for ``agent``: None when taken now, else the agent that had it.
+
+    Every host of a site runs the same schedule; the first to claim a slot trains, the others do not.
+    """
+    now = time.time() if now is None else now
+    with writing(db) as conn:
+        won = conn.execute("INSERT INTO retrain_slots (slot, agent, started_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT DO NOTHING RETURNING slot", (slot, agent, now)).fetchone()
+        if won is not None:
+            return None
+        return str(conn.execute("SELECT agent FROM retrain_slots WHERE slot = ?", (slot,)).fetchone()[0])
+
+
+@contextmanager
+def site_training_lock(url: str) -> Iterator[bool]:
+    """Hold the site's training advisory lock on a connection of its own; yields False when another host holds it."""
+    with psycopg.connect(url, autocommit=True, application_name="xtalwatch-retrain", connect_timeout=30) as conn, \
+            advisory_lock(conn, RETRAIN_LOCK, wait=False) as got:
+        yield got

@@ -325,7 +325,7 @@ def _agreement(db: Db, imager: Path, labels_csv: Path, settings: Settings) -> tu
 def _print_summary(state: Path, out: Path, wells: int, labels_csv: Path, settings: Settings,
                    label_fraction: float) -> None:
     try:
-        status = collect_status(state)
+        status = collect_status(settings)
     except FileNotFoundError:
         return
     print(f"\ncatalogue: {status['images_total']} images, {len(status['plates'])} plates, "

@@ -40,7 +40,7 @@ import numpy as np
 from xtalwatch.config import ClassifyConfig, Settings, TrainConfig
 from xtalwatch.files import write_json_atomic
 from xtalwatch.learn.features import read_crops, read_model_rgb, unit_mean
-from xtalwatch.learn.registry import ModelRecord, ModelRegistry, new_version
+from xtalwatch.learn.registry import ModelRecord, ModelRegistry, link_shared_registry, new_version
 from xtalwatch.learn.retrain.announce import record_outcome
 from xtalwatch.learn.retrain.interrupted import finish_interrupted
 from xtalwatch.learn.retrain.lock import TRAINING_DIR, Busy, log_to, training_lock
@@ -69,11 +69,13 @@ def run_retrain(settings: Settings, *, now: bool = False, progress: bool = False
     outcome = RetrainOutcome("skipped", "", started_at=started, niceness=os.getpriority(os.PRIO_PROCESS, 0))
     try:
         with ExitStack() as held:  # the lock, the catalogue and the run's log file, released in reverse
-            held.enter_context(training_lock(settings.state.dir))
+            if settings.site.models_dir is not None:
+                link_shared_registry(settings.state.dir, settings.site.models_dir)
+            held.enter_context(training_lock(settings.state.dir, settings.catalogue.url))
             finish_interrupted(settings)
             _run(settings, now, progress, outcome, held)
-    except Busy:
-        outcome.reason = "another training run is in progress (training/.lock is held)"
+    except Busy as busy:
+        outcome.reason = str(busy)
     except Exception as exc:  # a failed training is an event and a metric, not a crash of the caller
         outcome.status, outcome.reason = "failed", f"{type(exc).__name__}: {exc}"
         log.error("retrain: failed: %s\n%s", outcome.reason, traceback.format_exc())

@@ -3,6 +3,7 @@
 (function () {
   const list = document.getElementById("hits");
   let last = Number(list.dataset.lastId || 0);
+  const imager = list.dataset.imager ? "&imager=" + encodeURIComponent(list.dataset.imager) : "";  // the page's filter
   const pct = (c) => (c === null || c === undefined ? "" : Math.round(c * 100) + "%");
   const link = (href, text) => { const a = xw.text("a", "", text); a.href = href; return a; };
 
@@ -17,6 +18,7 @@
       li.append(img, " ");
     }
     li.append(xw.text("span", "when", h.when), " ", link("/plates/" + encodeURIComponent(h.plate), h.plate), " ");
+    if (h.imager) li.append(xw.text("span", "muted imager", h.imager), " ");
     if (h.kind === "plate_hits") {
       li.append(xw.text("span", "class", h.wells + (h.wells === 1 ? " well" : " wells") + " with crystals"));
     } else {
@@ -29,7 +31,7 @@
 
   async function poll() {
     try {
-      const data = await xw.get("/api/hits?after=" + last);
+      const data = await xw.get("/api/hits?after=" + last + imager);
       for (const h of data.hits.slice().reverse()) list.prepend(item(h));  // newest first on top
       if (data.hits.length) document.getElementById("hits-empty").hidden = true;
       last = Math.max(last, data.last_id);
