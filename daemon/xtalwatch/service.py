@@ -124,10 +124,12 @@ class Service:
         self.training.restore()
         self.health = HealthChecks(settings.state.dir, pipeline.catalogue, self.metrics, pipeline.alerts,
                                    settings.alerts)
-        pipeline.classify.start()
         if pipeline.catalogue.dialect == "postgresql":  # other agents write too: take only unclaimed or abandoned work
             self.site_agent = SiteAgent(settings.site, pipeline.catalogue, pipeline.preprocess, pipeline.classify,
                                         self.metrics)
+            self.site_agent.register()
+        pipeline.classify.start()
+        if self.site_agent is not None:
             self.site_agent.start()
         else:
             pipeline.preprocess.resume()

@@ -5,8 +5,9 @@ Runs only with a site catalogue (PostgreSQL), where other agents write too. Ever
 of its imager that no live agent holds (``store/work.py``): those never claimed (catalogued
 while no agent of this imager ran) and those of an agent whose lease ran out. Each goes to the
 stage it still needs: a ``catalogued`` image, or one whose crop this host cannot read, to
-preprocessing; a ``preprocessed`` one to classification. The first pass runs at start, in
-place of the SQLite service's ``PreprocessPool.resume``.
+preprocessing; a ``preprocessed`` one to classification. The agent registers before the
+classify stage's backfill (which then takes only this agent's share, ``store/predictions.py``),
+and its first pass runs at start, in place of the SQLite service's ``PreprocessPool.resume``.
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ class SiteAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Register, take what is waiting, then keep the lease on a daemon thread."""
+    def register(self) -> None:
+        """Join the site: from now on, what this process catalogues is claimed by this agent."""
         register_agent(self.catalogue, self.name, imager=self.site.imager, host=socket.gethostname(), pid=os.getpid())
-        self.catalogue.agent = self.name  # new images are claimed by this agent as they are catalogued
+        self.catalogue.agent = self.name
         log.info("site: agent %s of imager %s; lease %.0f s", self.name, self.site.imager, self.site.lease_seconds)
+
+    def start(self) -> None:
+        """Take the work waiting for this imager, then keep the lease and take over on a daemon thread."""
         self.claim()
         self._thread = threading.Thread(target=self._run, name="site-agent", daemon=True)
         self._thread.start()

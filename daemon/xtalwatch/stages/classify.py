@@ -37,6 +37,7 @@ from xtalwatch.observe.metrics import Metrics
 from xtalwatch.store.catalogue import Catalogue
 from xtalwatch.store.maintenance import is_disk_full
 from xtalwatch.store.predictions import (
+    SiteShare,
     StoredCall,
     classified_ids,
     insert_predictions,
@@ -78,10 +79,12 @@ class ClassifyStage:
     def __init__(self, state_dir: Path, catalogue: Catalogue, metrics: Metrics, *, uncertain_below: float = 0.5,
                  reclassify: str = "recent", recent_days: float = 7.0,
                  on_disk_full: Callable[[str, BaseException], None] | None = None,
-                 features: FeatureCache | None = None):
+                 features: FeatureCache | None = None, lease_seconds: float = 30.0):
         """``on_disk_full`` is told when predictions cannot be stored for lack of space (the images are
         backfilled once there is room again). ``features`` keeps each image's encoder features, and
-        serves them instead of embedding the crop again (None: always embed)."""
+        serves them instead of embedding the crop again (None: always embed). ``lease_seconds``: on a
+        site, how long an agent may go unseen before its finished images are anyone's to reclassify."""
+        self.lease_seconds = lease_seconds
         self.on_disk_full = on_disk_full
         self.features = features
         self.state_dir = state_dir
@@ -149,9 +152,10 @@ class ClassifyStage:
         version = self.version
         if version is None:
             return 0
-        # On a site, each agent backfills its own imager's images: those are the crops it can read.
-        mine = self.catalogue.imager if self.catalogue.dialect == "postgresql" else None
-        rows = waiting_for(self.catalogue, version, mine)
+        share = None
+        if self.catalogue.dialect == "postgresql" and self.catalogue.agent is not None:  # a site: only this agent's
+            share = SiteShare(self.catalogue.imager or "", self.catalogue.agent, time.time() - self.lease_seconds)
+        rows = waiting_for(self.catalogue, version, share)
         fresh_ids = {r.image_id for r in rows} - classified_ids(self.catalogue)
         for row in rows:
             background = row.image_id not in fresh_ids

@@ -82,7 +82,8 @@ def build_pipeline(settings: Settings, metrics: Metrics, *, through: Through = "
             classify = ClassifyStage(settings.state.dir, catalogue, metrics,
                                      uncertain_below=settings.classify.uncertain_below,
                                      reclassify=settings.retrain.reclassify, recent_days=settings.retrain.recent_days,
-                                     on_disk_full=on_disk_full, features=features)
+                                     on_disk_full=on_disk_full, features=features,
+                                     lease_seconds=settings.site.lease_seconds)
             hits = HitTracker(catalogue, metrics, alerts, OutcomeRule.from_config(settings.classify),
                               settings.alerts.hit_min_confidence)
             classify.on_predictions.append(hits.on_predictions)

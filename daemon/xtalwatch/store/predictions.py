@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from xtalwatch.store.catalogue import Db, fetch_rows, writing
 
-__all__ = ["Waiting", "StoredCall", "waiting_for", "classified_ids", "predicted_ids", "insert_predictions",
+__all__ = ["Waiting", "SiteShare", "StoredCall", "waiting_for", "classified_ids", "predicted_ids", "insert_predictions",
            "newest_prediction_labels"]
 
 
@@ -33,13 +33,31 @@ class StoredCall:
     uncertain: bool = False  # top probability below classify.uncertain_below
 
 
-def waiting_for(db: Db, model_version: str, imager: str | None = None) -> list[Waiting]:
-    """Preprocessed images that ``model_version`` has not classified yet, oldest first; only ``imager``'s when given."""
+@dataclass(frozen=True)
+class SiteShare:
+    """On a site, which waiting images are one agent's to classify (see :func:`waiting_for`)."""
+
+    imager: str
+    agent: str
+    alive_after: float  # an agent seen before this (Unix s) is gone
+
+
+def waiting_for(db: Db, model_version: str, share: SiteShare | None = None) -> list[Waiting]:
+    """Preprocessed images that ``model_version`` has not classified yet, oldest first.
+
+    With ``share`` (a site), only the agent's own: images of its imager that it claimed, and
+    finished images of its imager whose agent is gone (to reclassify them). Unfinished images of
+    other or gone agents are the claimer's (``store/work.py``), so no two live agents take one.
+    """
+    imager, agent, alive_after = (share.imager, share.agent, share.alive_after) if share else (None, None, 0.0)
     rows = fetch_rows(db, """
         SELECT i.id, p.crop_path, i.completed_at FROM images i JOIN preprocess p ON p.image_id = i.id
-        WHERE i.status = 'preprocessed' AND (CAST(? AS TEXT) IS NULL OR i.imager = ?) AND NOT EXISTS (
+        WHERE i.status = 'preprocessed' AND NOT EXISTS (
             SELECT 1 FROM predictions r WHERE r.image_id = i.id AND r.model_version = ?)
-        ORDER BY i.id""", (imager, imager, model_version))
+          AND (CAST(? AS TEXT) IS NULL OR (i.imager = ? AND (i.claimed_by = ? OR (
+               EXISTS (SELECT 1 FROM predictions o WHERE o.image_id = i.id)
+               AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.name = i.claimed_by AND a.seen_at >= ?))))))
+        ORDER BY i.id""", (model_version, imager, imager, agent, alive_after))
     return [Waiting(int(r[0]), r[1], r[2]) for r in rows]
 
 

@@ -85,13 +85,15 @@ def claim_unfinished(db: Db, agent: str, imager: str, *, lease_seconds: float, l
     now = time.time() if now is None else now
     lock = " FOR UPDATE OF i SKIP LOCKED" if dialect_of(db) == "postgresql" else ""
     with writing(db) as conn:
+        # No join in the locking query: when a row this query waited for was claimed meanwhile, PostgreSQL
+        # re-checks the WHERE on the new row, and only subqueries (not a join's other side) are re-read then.
         rows = conn.execute(
-            f"""SELECT i.id, i.path, i.sha256, i.status, i.completed_at, pp.crop_path, i.claimed_by
+            f"""SELECT i.id, i.path, i.sha256, i.status, i.completed_at,
+                       (SELECT pp.crop_path FROM preprocess pp WHERE pp.image_id = i.id), i.claimed_by
                 FROM images i
-                LEFT JOIN agents a ON a.name = i.claimed_by
-                LEFT JOIN preprocess pp ON pp.image_id = i.id
                 WHERE i.imager = ? AND {_UNFINISHED}
-                  AND (i.claimed_by IS NULL OR a.name IS NULL OR a.seen_at < ?)
+                  AND (i.claimed_by IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM agents a WHERE a.name = i.claimed_by AND a.seen_at >= ?))
                 ORDER BY i.id LIMIT ?{lock}""", (imager, now - lease_seconds, limit)).fetchall()
         if not rows:
             return []
