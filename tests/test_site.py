@@ -7,6 +7,7 @@ user; every test gets an empty database.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -170,6 +171,9 @@ def _unfinished(conn: psycopg.Connection[Any], agent_prefix: str) -> int:
                         (agent_prefix + "#%",)).fetchone()[0]
 
 
+LEASE = 10  # seconds; short for a test, long enough that a busy 2-core machine renews it in time
+
+
 @pytest.mark.slow
 def test_three_agents_two_imagers_one_share_mounted_twice_one_killed(first_model: Path, postgres_url: str,
                                                                       tmp_path: Path) -> None:
@@ -190,7 +194,7 @@ def test_three_agents_two_imagers_one_share_mounted_twice_one_killed(first_model
     def agent(name: str, log_name: str) -> Iterator[subprocess.Popen[bytes]]:
         imager = agents[name]
         env = env_for({**base, "catalogue.url": postgres_url, "site.imager": imager, "site.agent": name,
-                       "site.lease_seconds": 3, "site.models_dir": str(shared_models), "ingest.workers": 1})
+                       "site.lease_seconds": LEASE, "site.models_dir": str(shared_models), "ingest.workers": 1})
         cmd = [sys.executable, "-m", "xtalwatch", "run", "--watch", str(folders[imager]),
                "--state", str(tmp_path / f"state-{name}"), "--metrics-port", "0"]
         with open(tmp_path / log_name, "w") as log:
@@ -209,29 +213,38 @@ def test_three_agents_two_imagers_one_share_mounted_twice_one_killed(first_model
     Catalogue(tmp_path / "schema", url=postgres_url).close()  # the schema exists before three hosts start
     conn = psycopg.connect(postgres_url, autocommit=True)
     try:
-        def live(prefix: str) -> bool:
-            return conn.execute("SELECT COUNT(*) FROM agents WHERE name LIKE %s AND seen_at > %s",
-                                (prefix + "#%", time.time() - 3)).fetchone()[0] == 1
+        def ready(log_name: str) -> bool:  # the start-up scan is done and the folder is watched
+            return "ready: start-up scan done" in (tmp_path / log_name).read_text(errors="replace")
 
         with agent("agent-b", "b.log"), agent("agent-c", "c.log"):
             with agent("agent-a", "a.log") as a:
-                wait_for(lambda: all(live(name) for name in agents), timeout=120)
+                def all_three_ready() -> bool:
+                    return all(ready(log) for log in ("a.log", "b.log", "c.log"))
+
+                wait_for(all_three_ready, timeout=120)
                 for imager, files in incoming.items():
                     for path in files:
                         target = folders[imager] / path.relative_to(tmp_path / ("in-1" if imager == "bay-1" else "in-2"))
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy(path, target)
                 # Mid-burst: A holds images it has not finished. Kill it as the OOM killer would.
-                wait_for(lambda: _unfinished(conn, "agent-a") >= 2, timeout=120)
+                def a_holds_unfinished_work() -> bool:
+                    return _unfinished(conn, "agent-a") >= 1
+
+                wait_for(a_holds_unfinished_work, timeout=120)
                 a.send_signal(signal.SIGKILL)
                 a.wait(30)
-                held = _unfinished(conn, "agent-a")
+                killed_at, held = time.time(), _unfinished(conn, "agent-a")
 
             def taken_over() -> list[dict[str, Any]]:
-                rows = conn.execute("SELECT payload FROM events WHERE kind = %s", (WORK_TAKEN_OVER,)).fetchall()
-                return [__import__("json").loads(r[0]) for r in rows]
+                rows = conn.execute("SELECT payload FROM events WHERE kind = %s AND created_at > %s",
+                                    (WORK_TAKEN_OVER, killed_at)).fetchall()
+                return [json.loads(r[0]) for r in rows]
 
-            wait_for(lambda: any(e["from"].startswith("agent-a#") for e in taken_over()), timeout=120)
+            def a_work_taken_over() -> bool:
+                return any(e["from"].startswith("agent-a#") for e in taken_over())
+
+            wait_for(a_work_taken_over, timeout=120)
             takeover = next(e for e in taken_over() if e["from"].startswith("agent-a#"))
             assert takeover["by"].startswith("agent-c#") and takeover["imager"] == "bay-1" and takeover["images"] >= 1
             assert held >= 1

@@ -56,7 +56,7 @@ def waiting_for(db: Db, model_version: str, share: SiteShare | None = None) -> l
             SELECT 1 FROM predictions r WHERE r.image_id = i.id AND r.model_version = ?)
           AND (CAST(? AS TEXT) IS NULL OR (i.imager = ? AND (i.claimed_by = ? OR (
                EXISTS (SELECT 1 FROM predictions o WHERE o.image_id = i.id)
-               AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.name = i.claimed_by AND a.seen_at >= ?))))))
+               AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.name = i.claimed_by AND a.seen_at >= ?)))))
         ORDER BY i.id""", (model_version, imager, imager, agent, alive_after))
     return [Waiting(int(r[0]), r[1], r[2]) for r in rows]
 
