@@ -277,3 +277,18 @@ def test_three_agents_two_imagers_one_share_mounted_twice_one_killed(first_model
             if "Traceback" in text:
                 print(f"--- {log.name}\n{text[-3000:]}", file=sys.stderr)
     assert os.path.isdir(shared_models / "current")
+
+
+def test_an_unreachable_site_catalogue_is_one_line_without_its_password(tmp_path: Path) -> None:
+    from xtalwatch.config import load_settings
+    from xtalwatch.observe.preflight import preflight
+    from xtalwatch.store.errors import CatalogueUnreachable
+
+    url = "postgresql://xtalwatch:s3cret@127.0.0.1:1/site"  # nothing listens on port 1
+    with pytest.raises(CatalogueUnreachable) as refused:
+        Catalogue(tmp_path, url=url)
+    message = str(refused.value)
+    assert "\n" not in message and "s3cret" not in message and "127.0.0.1:1/site" in message
+    settings = load_settings(None, {"state.dir": tmp_path / "state", "catalogue.url": url, "metrics.enabled": False})
+    [problem] = preflight(settings, "site.yaml")
+    assert problem.startswith("site.yaml: catalogue.url: cannot connect") and "s3cret" not in problem

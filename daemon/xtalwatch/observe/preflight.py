@@ -67,6 +67,18 @@ def _bind_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _catalogue_problem(url: str) -> str | None:
+    """Why the site's PostgreSQL cannot be used (unreachable, login refused); None when a connection opens."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="xtalwatch-check"):
+            return None
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot connect: {first}"
+
+
 def plugin_problems(settings: Settings) -> list[tuple[str, str]]:
     """``(key.path, message)`` for each adapter or alert sink that cannot be loaded and built as ``run`` builds it."""
     found: list[tuple[str, str]] = []
@@ -97,6 +109,10 @@ def preflight(settings: Settings, source: str = "(config)") -> list[str]:
     state = _state_problem(settings.state.dir)
     if state:
         found.append(("state.dir", state))
+    if settings.catalogue.url is not None:
+        unreachable = _catalogue_problem(settings.catalogue.url)
+        if unreachable:
+            found.append(("catalogue.url", unreachable))
     found += plugin_problems(settings)
     if settings.metrics.enabled:
         bind = _bind_problem(settings.metrics.host, settings.metrics.port)

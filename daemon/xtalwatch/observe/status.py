@@ -8,7 +8,8 @@ from xtalwatch.alerts.events import CRYSTAL_HIT
 from xtalwatch.config import Settings
 from xtalwatch.learn.registry import current_path
 from xtalwatch.store import report
-from xtalwatch.store.catalogue import Catalogue, Db, schema_version
+from xtalwatch.store.catalogue import SCHEMA_VERSION, Catalogue, Db, schema_version
+from xtalwatch.store.errors import CatalogueDamaged
 from xtalwatch.store.events import count_events, encode_payload, event_rows
 from xtalwatch.store.outcomes import wells_by_outcome
 from xtalwatch.store.work import live_agents
@@ -24,13 +25,16 @@ def collect_status(settings: Settings, *, imager: str | None = None, newest: int
 
     ``imager`` narrows the image, plate, well and prediction counts and the newest images to that
     imager's. Rejected files carry no imager and events are the site's, so ``rejected_*``,
-    ``recent_errors``, ``recent_events``, ``hits_total`` and ``wells_by_outcome`` always cover the
-    whole site. ``imagers`` is the site section, never narrowed: see :func:`_site`.
+    ``recent_errors``, ``recent_events`` and ``hits_total`` always cover the whole site. ``imagers`` is the site section, never narrowed: see :func:`_site`.
     ``newest`` images and ``errors`` events and rejections are listed. Raises ``FileNotFoundError``
     when the state folder holds no SQLite catalogue.
     """
     conn = Catalogue.readonly_for(settings)
     try:
+        version = schema_version(conn)
+        if version < SCHEMA_VERSION:  # read-only: the service, at its next start, moves it forward
+            raise CatalogueDamaged(f"the catalogue is at schema version {version} and this xtalwatch reads "
+                                   f"{SCHEMA_VERSION}: start the service once to move it forward")
         totals = report.totals(conn, imager)
         current = current_path(settings.state.dir)
         model = current.resolve().name if current.exists() else None
@@ -41,7 +45,7 @@ def collect_status(settings: Settings, *, imager: str | None = None, newest: int
             "model_status": f"serving {model}" if model else "no model yet",
             "predictions_total": totals["predictions"],
             "hits_total": count_events(conn, CRYSTAL_HIT),
-            "wells_by_outcome": wells_by_outcome(conn),
+            "wells_by_outcome": wells_by_outcome(conn, imager),
             "recent_events": [{"kind": e["kind"], "created_at": e["created_at"], "payload": encode_payload(e["payload"])}
                               for e in event_rows(conn, limit=errors)],
             "schema_version": schema_version(conn),

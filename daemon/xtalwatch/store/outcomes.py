@@ -150,8 +150,11 @@ def plate_outcomes(db: Db, plate: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def wells_by_outcome(db: Db) -> dict[str, int]:
-    """How many wells have each saved outcome, most common first (wells with none left out)."""
-    rows = fetch_rows(db, "SELECT label, COUNT(*) AS n FROM well_outcomes WHERE label IS NOT NULL "
-                          "GROUP BY label ORDER BY n DESC")
+def wells_by_outcome(db: Db, imager: str | None = None) -> dict[str, int]:
+    """How many wells have each saved outcome, most common first (wells with none left out); ``imager``'s only when given."""
+    rows = fetch_rows(db, """
+        SELECT o.label AS label, COUNT(*) AS n FROM well_outcomes o
+        WHERE o.label IS NOT NULL AND (CAST(? AS TEXT) IS NULL OR o.well_id IN (
+            SELECT w.id FROM wells w JOIN plates p ON p.id = w.plate_id WHERE p.imager = ?))
+        GROUP BY o.label ORDER BY n DESC""", (imager, imager))
     return {r["label"]: r["n"] for r in rows}
