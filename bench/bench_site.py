@@ -91,13 +91,13 @@ class Agent:
         return READY_LINE in self.log.read_text(errors="replace")
 
 
-def start_agent(root: Path, imager: str, models: Path, url: str | None, preprocess_workers: int) -> Agent:
+def start_agent(root: Path, imager: str, models: Path, url: str | None, workers: int) -> Agent:
     """One ``xtalwatch run`` for ``imager``, in its own process group (its preprocessing workers with it)."""
     watch = (root / "watch" / imager).resolve()
     watch.mkdir(parents=True)
     overrides = {k: v for k, v in TINY.items() if k != "metrics.port"}
     overrides.update({"site.imager": imager, "site.agent": f"agent-{imager}", "site.models_dir": str(models),
-                      "ingest.workers": 1, "preprocess.workers": preprocess_workers})
+                      "ingest.workers": workers})
     if url:
         overrides["catalogue.url"] = url
     env = env_for(overrides)
@@ -220,13 +220,12 @@ class ConnectionSampler:
 
 # -- one mode ----------------------------------------------------------------------------------------
 def run_mode(mode: str, root: Path, staging: Path, frames: list[list[Path]], models: Path, server: PostgresServer | None,
-             rate: float, duration: float, drain: float) -> dict[str, Any]:
+             rate: float, duration: float, drain: float, workers: int) -> dict[str, Any]:
     """Start the agents, feed them, wait for the results; the measurements of this mode."""
     imagers = len(frames)
     url = server.create_database() if server is not None else None
     site_models = root / "models"  # a copy: agents may write to the registry they share
     shutil.copytree(models, site_models, symlinks=True)
-    preprocess_workers = max(1, (os.cpu_count() or 1) // imagers)
     agents: list[Agent] = []
     sampler = ConnectionSampler(url) if url else None
     stop_feeding = threading.Event()
@@ -237,7 +236,7 @@ def run_mode(mode: str, root: Path, staging: Path, frames: list[list[Path]], mod
 
             Catalogue(root / "schema", url=url).close()
         for n in range(imagers):
-            agents.append(start_agent(root, f"bay-{n + 1}", site_models, url, preprocess_workers))
+            agents.append(start_agent(root, f"bay-{n + 1}", site_models, url, workers))
         print(f"[{mode}] waiting for {imagers} agent(s) to be ready ...", file=sys.stderr)
         wait_ready(agents)
         if sampler is not None:
@@ -300,7 +299,7 @@ def run_mode(mode: str, root: Path, staging: Path, frames: list[list[Path]], mod
 
     result: dict[str, Any] = {
         "mode": mode, "imagers": imagers, "rate_per_imager": rate, "duration_s": duration,
-        "preprocess_workers_per_agent": preprocess_workers, "cpu_count": os.cpu_count(),
+        "ingest_workers_per_agent": workers, "cpu_count": os.cpu_count(),
         "fed": fed, "feed_s": round(feed_end - feed_start, 1), "catalogued": len(done), "rejected": rejected,
         "classified": classified, "flagged": sum(1 for p, s, _ in rows if p in written and s == "flagged"),
         "backlog_at_feed_end": fed - by_feed_end, "drained": drained,
@@ -318,7 +317,7 @@ def run_mode(mode: str, root: Path, staging: Path, frames: list[list[Path]], mod
 # -- the report --------------------------------------------------------------------------------------
 ROWS = [("imagers x rate", lambda r: f"{r['imagers']} x {r['rate_per_imager']:g}/s for {r['duration_s']:g} s"),
         ("CPU count", lambda r: r["cpu_count"]),
-        ("preprocess workers per agent", lambda r: r["preprocess_workers_per_agent"]),
+        ("preprocessing processes per agent (ingest.workers)", lambda r: r["ingest_workers_per_agent"]),
         ("images fed", lambda r: f"{r['fed']} in {r['feed_s']} s"),
         ("images catalogued", lambda r: r["catalogued"]),
         ("rejected", lambda r: r["rejected"]),
@@ -349,6 +348,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="images per second per imager")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of feeding")
     parser.add_argument("--drain", type=float, default=300.0, help="seconds to wait for results after feeding")
+    parser.add_argument("--workers", type=int, default=1, help="ingest.workers (preprocessing processes) per agent")
     parser.add_argument("--size", default="320x240", help="frame size WxH")
     parser.add_argument("--model-dir", type=Path, help="a model registry to reuse; trained into it when it has none")
     parser.add_argument("--out", type=Path, help="keep frames, states and agent logs here (default: a temp folder, removed)")
@@ -377,7 +377,8 @@ def main() -> int:
                 server = start_server()
             mode_frames = frames if mode == "postgresql" else frames[:1]
             results.append(run_mode(mode, root / mode, staging, mode_frames, models,
-                                    server if mode == "postgresql" else None, args.rate, args.duration, args.drain))
+                                    server if mode == "postgresql" else None, args.rate, args.duration, args.drain,
+                                    args.workers))
             print(json.dumps(results[-1]), file=sys.stderr)
     finally:
         if server is not None:

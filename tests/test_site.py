@@ -292,3 +292,21 @@ def test_an_unreachable_site_catalogue_is_one_line_without_its_password(tmp_path
     settings = load_settings(None, {"state.dir": tmp_path / "state", "catalogue.url": url, "metrics.enabled": False})
     [problem] = preflight(settings, "site.yaml")
     assert problem.startswith("site.yaml: catalogue.url: cannot connect") and "s3cret" not in problem
+
+
+def test_the_site_host_example_config_and_systemd_drop_in_are_valid(tmp_path: Path) -> None:
+    from test_deploy import installed_units, require_tool, run
+
+    from xtalwatch.config import load_settings
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "w").mkdir()
+    settings = load_settings(root / "config" / "site" / "bay-1.yaml", {"watch.dir": tmp_path / "w", "state.dir": tmp_path / "s"})
+    assert settings.site.imager == "bay-1" and settings.catalogue.url is not None and settings.site.models_dir
+    # The drop-in's settings merged into the unit, as systemd merges a .d/ file: the unit still verifies.
+    tool = require_tool("systemd-analyze")
+    service = installed_units(tmp_path)[0]
+    service.write_text(service.read_text() + "\n" + (root / "deploy" / "systemd" / "xtalwatch-site.conf").read_text())
+    result = run([tool, "verify", "--man=no", str(service)], env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if "xtalwatch" in line]
+    assert result.returncode == 0 and not complaints, result.stdout + result.stderr
