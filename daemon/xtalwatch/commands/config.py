@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="validate a config file (with XTALWATCH_* variables applied)",
                                description="Validate FILE and run every check `run` makes before it starts "
-                                           "(plugins load, secrets are set, the state folder and the metrics "
+                                           "(plugins load, secrets are set, the state folder, the site catalogue and the metrics "
                                            "address are usable); print each problem as 'file: key.path: message'.")
     check.add_argument("file", type=Path, metavar="FILE")
     check.add_argument("--show", action="store_true", help="print the resulting settings as YAML")
