@@ -19,7 +19,8 @@ from xtalwatch.store.errors import StateBusy
 from xtalwatch.store.events import insert_event
 from xtalwatch.store.labels import insert_label, latest_labels
 from xtalwatch.store.lock import hold_state_lock
-from xtalwatch.store.migrate import CatalogueNotCopied, copy_catalogue
+from xtalwatch.store.errors import CatalogueNotCopied
+from xtalwatch.store.migrate import copy_catalogue
 from xtalwatch.store.models import ModelRow, upsert_models
 from xtalwatch.store.outcomes import save_outcome
 from xtalwatch.store.paths import from_db

@@ -6,7 +6,7 @@ importing the store (and what it imports) for every command.
 
 from __future__ import annotations
 
-__all__ = ["StateError", "CatalogueDamaged", "CatalogueTooNew", "CatalogueUnreachable", "StateBusy", "BackupUnsound"]
+__all__ = ["StateError", "CatalogueDamaged", "CatalogueTooNew", "CatalogueUnreachable", "CatalogueNotCopied", "StateBusy", "BackupUnsound"]
 
 
 class StateError(ValueError):
@@ -23,6 +23,10 @@ class CatalogueTooNew(CatalogueDamaged, RuntimeError):
 
 class CatalogueUnreachable(StateError):
     """The site's PostgreSQL catalogue (``catalogue.url``) cannot be reached or refused the login."""
+
+
+class CatalogueNotCopied(StateError):
+    """``catalogue migrate`` refused or failed; the target was left as it was and the source untouched."""
 
 
 class StateBusy(StateError):

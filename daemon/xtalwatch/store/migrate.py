@@ -19,17 +19,13 @@ import psycopg
 from tqdm import tqdm
 
 from xtalwatch.store.catalogue import CATALOGUE_FILE, SCHEMA_VERSION, Catalogue, schema_version
-from xtalwatch.store.errors import StateError
+from xtalwatch.store.errors import CatalogueNotCopied
 from xtalwatch.store.lock import hold_state_lock
 from xtalwatch.store.postgres import PgConnection, redacted
 
-__all__ = ["CatalogueNotCopied", "copy_catalogue", "copy_order"]
+__all__ = ["copy_catalogue", "copy_order"]
 
 BATCH_ROWS = 5000  # rows read and written at a time: a few MB, and few round trips
-
-
-class CatalogueNotCopied(StateError):
-    """The copy was refused or failed; the target was left as it was and the source untouched."""
 
 
 def copy_catalogue(state_dir: Path, url: str, *, imager: str, progress: bool = False) -> dict[str, int]:
