@@ -15,11 +15,10 @@ from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import Probe
 from xtalwatch.store import migrate
 from xtalwatch.store.catalogue import _MIGRATIONS, CATALOGUE_FILE, Catalogue, fetch_rows, image_id_by_path
-from xtalwatch.store.errors import StateBusy
+from xtalwatch.store.errors import CatalogueNotCopied, StateBusy
 from xtalwatch.store.events import insert_event
 from xtalwatch.store.labels import insert_label, latest_labels
 from xtalwatch.store.lock import hold_state_lock
-from xtalwatch.store.errors import CatalogueNotCopied
 from xtalwatch.store.migrate import copy_catalogue
 from xtalwatch.store.models import ModelRow, upsert_models
 from xtalwatch.store.outcomes import save_outcome

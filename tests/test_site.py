@@ -296,7 +296,6 @@ def test_an_unreachable_site_catalogue_is_one_line_without_its_password(tmp_path
 
 def test_the_site_host_example_config_and_systemd_drop_in_are_valid(tmp_path: Path) -> None:
     from test_deploy import installed_units, require_tool, run
-
     from xtalwatch.config import load_settings
 
     root = Path(__file__).resolve().parent.parent
