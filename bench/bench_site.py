@@ -360,7 +360,8 @@ def main() -> int:
     def terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, terminate)  # a kill of the bench cleans up as Ctrl-C does
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a kill cleans up as Ctrl-C does, even if SIGINT came ignored
+        signal.signal(signum, terminate)
     root = args.out.resolve() if args.out else Path(tempfile.mkdtemp(prefix="xtalwatch-site-"))
     root.mkdir(parents=True, exist_ok=True)
     server: PostgresServer | None = None

@@ -309,3 +309,12 @@ def test_the_site_host_example_config_and_systemd_drop_in_are_valid(tmp_path: Pa
     result = run([tool, "verify", "--man=no", str(service)], env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
     complaints = [line for line in (result.stdout + result.stderr).splitlines() if "xtalwatch" in line]
     assert result.returncode == 0 and not complaints, result.stdout + result.stderr
+
+
+def test_file_level_catalogue_commands_point_a_site_to_postgresqls_tools(tmp_path: Path) -> None:
+    env = {**os.environ, "XTALWATCH_CATALOGUE__URL": "postgresql://xtalwatch:s3cret@db.example/site"}
+    for command in (["check"], ["backup"]):
+        done = subprocess.run([sys.executable, "-m", "xtalwatch", "catalogue", *command, "--state", str(tmp_path)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "pg_dump" in done.stderr and "s3cret" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

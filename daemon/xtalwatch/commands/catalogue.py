@@ -43,10 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from xtalwatch.store.backup import backup_catalogue, backup_path, restore_catalogue
     from xtalwatch.store.catalogue import CATALOGUE_FILE, catalogue_problems
+    from xtalwatch.store.postgres import redacted
 
     if args.catalogue_command == "migrate":
         return _migrate(args)
-    state = settings_from_args(args).state.dir
+    settings = settings_from_args(args)
+    if settings.catalogue.url is not None:  # check, backup and restore work on the SQLite file
+        print(f"xtalwatch catalogue {args.catalogue_command}: this host's catalogue is the site's PostgreSQL "
+              f"({redacted(settings.catalogue.url)}): use PostgreSQL's tools (pg_dump, pg_restore, amcheck); "
+              "see docs/deploy.md", file=sys.stderr)
+        return 2
+    state = settings.state.dir
     if args.catalogue_command == "check":
         problems = catalogue_problems(state / CATALOGUE_FILE)
         for problem in problems:
