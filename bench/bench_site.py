@@ -322,6 +322,7 @@ ROWS = [("imagers x rate", lambda r: f"{r['imagers']} x {r['rate_per_imager']:g}
         ("images catalogued", lambda r: r["catalogued"]),
         ("rejected", lambda r: r["rejected"]),
         ("classified", lambda r: r["classified"]),
+        ("flagged by preprocessing (never classified)", lambda r: r["flagged"]),
         ("backlog at end of feeding", lambda r: r["backlog_at_feed_end"]),
         ("throughput over the feed window (img/s)", lambda r: r["throughput_feed_per_s"]),
         ("throughput until drained (img/s)", lambda r: r["throughput_until_drained_per_s"]),

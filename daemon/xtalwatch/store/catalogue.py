@@ -650,7 +650,7 @@ def writing(db: Db) -> Iterator[Connection]:
 
 def _open_postgres(url: str, pool_size: int) -> ConnectionPool:
     try:
-        psycopg.connect(url, connect_timeout=10).close()  # refused at once, not after the pool's 30 s of retries
+        psycopg.connect(url, connect_timeout=10, application_name="xtalwatch").close()  # refused at once, not after the pool's 30 s of retries
         return open_pool(url, max_size=pool_size)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise CatalogueUnreachable(f"catalogue {redacted(url)} cannot be reached: "
