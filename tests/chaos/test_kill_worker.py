@@ -16,6 +16,7 @@ from pathlib import Path
 from chaos_helpers import ServiceProcess, wait_until
 from conftest import jpeg_bytes
 from proc_helpers import alive, descendants, preprocess_workers
+from prometheus_client.parser import text_string_to_metric_families
 
 POISON_SITE = Path(__file__).parent / "poison_site"
 WORKERS = "2"
@@ -37,10 +38,12 @@ def _write(svc: ServiceProcess, first: int, last: int) -> None:
 
 def _metric(svc: ServiceProcess, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{svc.port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+        text = r.read().decode()
+    values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == name]  # the one series of an unlabelled metric (it carries only `imager`)
+    if not values:
+        raise AssertionError(f"{name} not in /metrics")
+    return sum(values)
 
 
 def _all_preprocessed(svc: ServiceProcess, n: int) -> bool:

@@ -71,7 +71,7 @@ def test_links_out_of_the_tree_are_rejected_and_never_read(tmp_path: Path) -> No
         shas = {sha for (sha,) in service.query("SELECT sha256 FROM images")}
         assert shas == {hashlib.sha256(inner).hexdigest()}, "something outside the tree was catalogued"
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{service.port}/metrics", timeout=10).read().decode()
-        assert re.search(r'xtalwatch_images_rejected_total\{reason="outside_watch_dir"\} 4\.0', metrics), metrics
+        assert re.search(r'xtalwatch_images_rejected_total\{imager="[^"]+",reason="outside_watch_dir"\} 4\.0', metrics), metrics
 
         api = urllib.request.urlopen(f"http://127.0.0.1:{service.port}/api/status", timeout=10).read()
         status = subprocess.run([sys.executable, "-m", "xtalwatch", "status", "--state", str(state)],
