@@ -207,3 +207,25 @@ def test_models_command_takes_state_after_the_action(tmp_path: Path, capsys: pyt
     assert len(json.loads(capsys.readouterr().out)) == 2
     assert main(["models", "--state", str(tmp_path), "list", "--state", str(other)]) == 0
     assert "no models yet" in capsys.readouterr().out
+
+
+def test_a_shared_registry_serves_what_any_host_promotes(tmp_path: Path) -> None:
+    """site.models_dir: every host's <state>/models links to one folder, so one promotion reaches all."""
+    from xtalwatch.learn.registry import link_shared_registry, serving_key
+
+    shared, host_a, host_b = tmp_path / "shared", tmp_path / "a", tmp_path / "b"
+    for host in (host_a, host_b):
+        link_shared_registry(host, shared)
+        link_shared_registry(host, shared)  # a restart finds the link in place
+    trainer = ModelRegistry(host_a)
+    reg_b = ModelRegistry(host_b)
+    _add(trainer, "v1", 1.0)
+    trainer.promote("v1")
+    assert reg_b.current_version() == "v1" and serving_key(host_b) == serving_key(host_a)
+    _add(trainer, "v2", 2.0)
+    trainer.promote("v2")
+    assert reg_b.current_version() == "v2" and (host_b / "models" / "current" / "encoder.pt").read_bytes() == b"v2"
+    own = tmp_path / "c"
+    _add(ModelRegistry(own), "mine", 3.0)  # a host with models of its own is not silently relinked
+    with pytest.raises(RegistryError, match="holds this host's own models"):
+        link_shared_registry(own, shared)
