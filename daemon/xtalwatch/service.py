@@ -40,7 +40,7 @@ from xtalwatch.observe.metrics import Metrics
 from xtalwatch.observe.web import WebServer, build_app
 from xtalwatch.stages.claims import SiteAgent
 from xtalwatch.stages.classify import ClassifyStage
-from xtalwatch.stages.ingest import IngestQueue, changed_ns
+from xtalwatch.stages.ingest import MAX_INGEST_THREADS, IngestQueue, changed_ns
 from xtalwatch.stages.pipeline import Pipeline, build_pipeline
 from xtalwatch.stages.watch import FolderWatcher, SettleTracker, scan_folder
 from xtalwatch.store.backup import BackupSchedule
@@ -141,7 +141,10 @@ class Service:
         self.refitter.start()
         if settings.metrics.enabled:
             self._start_web(pipeline)
-        self.ingest = IngestQueue(pipeline.ingestor, settings.ingest.queue_size, self.metrics,
+        # On PostgreSQL each catalogue write waits on the network, and writers do not exclude each other:
+        # more threads overlap the round trips. SQLite's one writer gains nothing from more than the cores.
+        threads = MAX_INGEST_THREADS if pipeline.catalogue.dialect == "postgresql" else None
+        self.ingest = IngestQueue(pipeline.ingestor, settings.ingest.queue_size, self.metrics, threads,
                                   on_disk_full=self._on_disk_full)
         self.ingest.start()
         self.watcher = FolderWatcher(settings.watch, self.tracker, self._observer_restarted)

@@ -383,6 +383,8 @@ class Catalogue:
         self.url = url
         self.imager = imager
         self.agent: str | None = None  # on a site: the agent that claims what this process catalogues (stages/claims.py)
+        self._known_wells: dict[tuple[str, str | None], tuple[int, int | None]] = {}  # committed plate and well ids
+        self._pending_wells: dict[int, tuple[tuple[str, str | None], tuple[int, int | None]]] = {}
         self.dialect = "postgresql" if url else "sqlite"
         self._lock = threading.RLock()
         self._closed = False
@@ -526,14 +528,21 @@ class Catalogue:
     def _plate_and_well(self, conn: Connection, identity: ImageIdentity, now: float) -> tuple[int, int | None]:
         # An adapter reads plate and well from the path, which may carry bytes that are not UTF-8.
         identity = replace(identity, plate=shown(identity.plate), well=None if identity.well is None else shown(identity.well))
+        # Plates and wells are never deleted or renumbered, so their ids are remembered: on PostgreSQL
+        # that saves four round trips an image. Only committed ids are kept (see record_image).
+        key = (identity.plate, identity.well)
+        if key in self._known_wells:
+            return self._known_wells[key]
         conn.execute("INSERT INTO plates (barcode, adapter, first_seen, imager) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                      (identity.plate, identity.adapter, now, self.imager))
         plate_id = conn.execute("SELECT id FROM plates WHERE barcode=?", (identity.plate,)).fetchone()[0]
-        if identity.well is None:
-            return plate_id, None
-        conn.execute("INSERT INTO wells (plate_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING", (plate_id, identity.well))
-        well_id = conn.execute("SELECT id FROM wells WHERE plate_id=? AND name=?", (plate_id, identity.well)).fetchone()[0]
-        return plate_id, well_id
+        well_id = None
+        if identity.well is not None:
+            conn.execute("INSERT INTO wells (plate_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING", (plate_id, identity.well))
+            well_id = conn.execute("SELECT id FROM wells WHERE plate_id=? AND name=?",
+                                   (plate_id, identity.well)).fetchone()[0]
+        self._pending_wells[threading.get_ident()] = (key, (int(plate_id), None if well_id is None else int(well_id)))
+        return int(plate_id), None if well_id is None else int(well_id)
 
     def record_image(self, path: str, size: int, changed_ns: int, sha256: str, probe: Probe,
                      identity: ImageIdentity, completed_at: float | None = None) -> NewImage:
@@ -543,41 +552,46 @@ class Catalogue:
         """
         now = time.time()
         path = to_db(path)  # type: ignore[assignment]  # str, or the bytes of a name that is not UTF-8
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM rejected WHERE path=?", (path,))
-            current = conn.execute("SELECT image_id FROM files WHERE path=?", (path,)).fetchone()
-            existing = conn.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
-            if existing is None:
-                version, previous_id = 1, None
-                if current is not None:
-                    previous_id = current[0]
-                    version = conn.execute("SELECT version FROM images WHERE id=?", (previous_id,)).fetchone()[0] + 1
-                plate_id, well_id = self._plate_and_well(conn, identity, now)
-                # Another host may store the same content at this instant (a share mounted twice): the
-                # unique sha256 lets one insert win, and the other finds its row below.
-                inserted = conn.execute(
-                    """INSERT INTO images (sha256, path, version, previous_id, plate_id, well_id, drop_no, inspection,
-                       imaged_at, imaging, adapter, identity_note, format, width, height, size_bytes, completed_at,
-                       catalogued_at, imager, claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (sha256) DO NOTHING RETURNING id""",
-                    (sha256, path, version, previous_id, plate_id, well_id, identity.drop, identity.inspection,
-                     identity.imaged_at.isoformat() if identity.imaged_at else None, identity.imaging,
-                     identity.adapter, None if identity.note is None else shown(identity.note), probe.format, probe.width,
-                     probe.height, size, completed_at, now, self.imager, self.agent),
-                ).fetchone()
-                if inserted is not None:
-                    image_id, outcome = inserted[0], "new" if previous_id is None else "version"
-                else:
-                    existing = conn.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
-            if existing is not None:
-                image_id = existing[0]
-                outcome = "unchanged" if current is not None and current[0] == image_id else "duplicate"
-            conn.execute(
-                """INSERT INTO files (path, image_id, size_bytes, changed_ns, seen_at) VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT(path) DO UPDATE SET image_id=excluded.image_id, size_bytes=excluded.size_bytes,
-                   changed_ns=excluded.changed_ns, seen_at=excluded.seen_at""",
-                (path, image_id, size, changed_ns, now),
-            )
+        try:
+            with self.transaction() as conn:
+                conn.execute("DELETE FROM rejected WHERE path=?", (path,))
+                current = conn.execute("SELECT image_id FROM files WHERE path=?", (path,)).fetchone()
+                existing = conn.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
+                if existing is None:
+                    version, previous_id = 1, None
+                    if current is not None:
+                        previous_id = current[0]
+                        version = conn.execute("SELECT version FROM images WHERE id=?", (previous_id,)).fetchone()[0] + 1
+                    plate_id, well_id = self._plate_and_well(conn, identity, now)
+                    # Another host may store the same content at this instant (a share mounted twice): the
+                    # unique sha256 lets one insert win, and the other finds its row below.
+                    inserted = conn.execute(
+                        """INSERT INTO images (sha256, path, version, previous_id, plate_id, well_id, drop_no, inspection,
+                           imaged_at, imaging, adapter, identity_note, format, width, height, size_bytes, completed_at,
+                           catalogued_at, imager, claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           ON CONFLICT (sha256) DO NOTHING RETURNING id""",
+                        (sha256, path, version, previous_id, plate_id, well_id, identity.drop, identity.inspection,
+                         identity.imaged_at.isoformat() if identity.imaged_at else None, identity.imaging,
+                         identity.adapter, None if identity.note is None else shown(identity.note), probe.format, probe.width,
+                         probe.height, size, completed_at, now, self.imager, self.agent),
+                    ).fetchone()
+                    if inserted is not None:
+                        image_id, outcome = inserted[0], "new" if previous_id is None else "version"
+                    else:
+                        existing = conn.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
+                if existing is not None:
+                    image_id = existing[0]
+                    outcome = "unchanged" if current is not None and current[0] == image_id else "duplicate"
+                conn.execute(
+                    """INSERT INTO files (path, image_id, size_bytes, changed_ns, seen_at) VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT(path) DO UPDATE SET image_id=excluded.image_id, size_bytes=excluded.size_bytes,
+                       changed_ns=excluded.changed_ns, seen_at=excluded.seen_at""",
+                    (path, image_id, size, changed_ns, now),
+                )
+        finally:  # a plate or well inserted here is known for good only once its transaction committed
+            pending = self._pending_wells.pop(threading.get_ident(), None)
+        if pending is not None:
+            self._known_wells[pending[0]] = pending[1]
         return NewImage(outcome, int(image_id), sha256)
 
     def record_rejection(self, path: str, reason: str, detail: str, size: int | None, changed_ns: int | None) -> bool:

@@ -93,10 +93,13 @@ class PgRow(tuple):
         return list(self._names)
 
 
+@lru_cache(maxsize=512)
+def _row_type(names: tuple[str, ...]) -> type[PgRow]:
+    return type("Row", (PgRow,), {"_names": names, "__slots__": ()})
+
+
 def _row_factory(cursor: psycopg.Cursor[Any]) -> RowMaker[PgRow]:
-    names = tuple(c.name for c in cursor.description or ())
-    row_type = type("Row", (PgRow,), {"_names": names, "__slots__": ()})
-    return row_type  # type: ignore[return-value]
+    return _row_type(tuple(c.name for c in cursor.description or ()))  # type: ignore[return-value]
 
 
 class PgCursor:
