@@ -92,6 +92,7 @@ def test_promote_then_skip_then_sabotaged_model_is_rejected(tmp_path: Path, monk
     assert json.loads((run_dir / "result.json").read_text())["status"] == "promoted"
     assert "gate says promote" in (run_dir / "retrain.log").read_text()
     assert not (run_dir / "checkpoint.pt").exists()  # the bundle holds the encoder; no optimiser state left
+    assert not (run_dir / "crops.npy").exists()  # the crops streamed through a memory-mapped file, gone after the run
     [(kind, payload)] = events(state)  # the run recorded its own outcome
     assert kind == "model_promoted" and payload["version"] == first.version and payload["previous_version"] is None
     assert set(payload["training"]) == FIGURES and payload["training"]["n_images"] == 45
@@ -180,3 +181,16 @@ def test_a_killed_run_is_recorded_and_its_checkpoint_removed_by_the_next_run(tmp
     assert "killed before it finished" in payload["reason"]
     run_retrain(tiny_settings(state))
     assert len(events(state)) == 1, "a killed run is recorded once"
+
+
+def test_crops_stream_into_a_memory_mapped_file_equal_to_reading_them_into_memory(tmp_path: Path) -> None:
+    """Retraining reads every usable crop: into a file it maps, so memory holds one crop, not the catalogue's."""
+    from xtalwatch.learn.features import read_model_rgb
+
+    state = tmp_path / "state"
+    make_state(state, 12)
+    paths = [str(p) for p in sorted((state / "crops").rglob("*.png"))][:10]
+    in_memory = read_model_rgb(paths, 16)
+    mapped = read_model_rgb(paths, 16, tmp_path / "crops.npy")
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    assert np.array_equal(in_memory, mapped) and mapped.shape == (10, 16, 16, 3)

@@ -10,6 +10,7 @@ with :func:`embed`; heads, the gate and the drift alarm compare features after
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -74,12 +75,22 @@ def to_model_rgb(crops: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(crops[..., ::-1])
 
 
-def read_model_rgb(paths: Sequence[str], size: int) -> np.ndarray:
-    """(N, size, size, 3) RGB uint8 from stored crops, read one at a time (what SimCLR trains on)."""
-    out = np.empty((len(paths), size, size, 3), np.uint8)
+def read_model_rgb(paths: Sequence[str], size: int, out_file: Path | None = None) -> np.ndarray:
+    """(N, size, size, 3) RGB uint8 from stored crops, read one at a time (what SimCLR trains on).
+
+    With ``out_file``, each crop goes straight into a memory-mapped ``.npy`` there and the result
+    maps it read-only: memory holds one crop, never the whole catalogue's (the caller deletes it).
+    """
+    shape = (len(paths), size, size, 3)
+    out = np.lib.format.open_memmap(out_file, mode="w+", dtype=np.uint8, shape=shape) if out_file is not None \
+        else np.empty(shape, np.uint8)
     for i, path in enumerate(paths):
         out[i] = to_model_rgb(read_crop(path, 3)[None], size)[0]
-    return out
+    if out_file is None:
+        return out
+    out.flush()
+    del out
+    return np.load(out_file, mmap_mode="r")
 
 
 # -- the encoder ------------------------------------------------------------------------------

@@ -125,7 +125,10 @@ def _run(settings: Settings, now: bool, progress: bool, outcome: RetrainOutcome,
     held.enter_context(log_to(run_dir / "retrain.log"))
     log.info("retrain %s: %d usable images, %d labels, fingerprint %s, serving %s", version, len(usable),
              len(usable.labels), fingerprint, outcome.serving_version or "none")
-    images = read_model_rgb(usable.crop_paths, tcfg.image_size)
+    # The crops stream into a memory-mapped file of the run, not into memory: train reads a batch at a time.
+    crops_file = run_dir / "crops.npy"
+    held.callback(crops_file.unlink, missing_ok=True)
+    images = read_model_rgb(usable.crop_paths, tcfg.image_size, crops_file)
     dataset = from_arrays(images)
 
     # -- SimCLR -----------------------------------------------------------------------------
