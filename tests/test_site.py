@@ -30,7 +30,7 @@ from xtalwatch.learn.retrain import run_retrain
 from xtalwatch.learn.scheduler import RetrainScheduler, scheduled_slot
 from xtalwatch.plate import ImageIdentity
 from xtalwatch.preprocess.probe import probe_bytes
-from xtalwatch.store.catalogue import Catalogue
+from xtalwatch.store.catalogue import Catalogue, catalogued_images
 from xtalwatch.store.events import event_rows
 from xtalwatch.store.predictions import StoredCall, insert_predictions
 from xtalwatch.store.work import (
@@ -80,6 +80,8 @@ def test_agents_claim_disjoint_work_and_take_over_a_dead_agents(postgres_url: st
         for t in threads:
             t.join(60)
         assert not set(got["x"]) & set(got["y"]) and set(got["x"]) | set(got["y"]) == first
+        # What an agent resumes after a full disk is its own claims only, never another agent's files.
+        assert {row[0] for row in catalogued_images(bay1, "x")} == set(got["x"])
         assert {c.image_id for c in claim_unfinished(bay2, "z", "bay-2", lease_seconds=30)} == second
         assert claim_unfinished(bay1, "y", "bay-1", lease_seconds=30) == []  # all held by live agents
 

@@ -140,8 +140,11 @@ class PreprocessPool:
         self._set_depth()
 
     def resume(self) -> int:
-        """Submit images a previous run catalogued but did not preprocess."""
-        rows = catalogued_images(self.catalogue)
+        """Submit images a previous run (or a full disk) left catalogued but not preprocessed.
+
+        On a site, only this agent's claims: other agents' images are theirs, or the claimer's (stages/claims.py).
+        """
+        rows = catalogued_images(self.catalogue, self.catalogue.agent)
         for image_id, path, sha256 in rows:
             self.submit(image_id, path, sha256, backlog=True)
         if rows:

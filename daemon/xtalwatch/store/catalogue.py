@@ -699,10 +699,11 @@ def image_id_by_path(db: Db, path: str) -> int | None:
     return found
 
 
-def catalogued_images(db: Db) -> list[tuple[int, str, str]]:
-    """(id, path, sha256) of images catalogued but not yet preprocessed, oldest first."""
-    return [(int(r[0]), from_db(r[1]), r[2]) for r in
-            fetch_rows(db, "SELECT id, path, sha256 FROM images WHERE status='catalogued' ORDER BY id")]
+def catalogued_images(db: Db, agent: str | None = None) -> list[tuple[int, str, str]]:
+    """(id, path, sha256) of images catalogued but not yet preprocessed, oldest first; only ``agent``'s claims when given."""
+    return [(int(r[0]), from_db(r[1]), r[2]) for r in fetch_rows(
+        db, "SELECT id, path, sha256 FROM images WHERE status='catalogued' AND (CAST(? AS TEXT) IS NULL OR claimed_by = ?) "
+            "ORDER BY id", (agent, agent))]
 
 
 # Usable for training: preprocessed, not flagged or failed, with a model-size crop.
