@@ -1,7 +1,8 @@
 """The one object that owns the service's life cycle.
 
 ``Service.start()`` builds the chain of stages (``stages/pipeline.py``) and starts it in
-data-flow order: the classify worker, preprocessing of what the last run left, the retraining
+data-flow order: the classify worker, preprocessing of what the last run left (on a site, where
+other agents write too, the site agent's first claim instead: ``stages/claims.py``), the retraining
 schedule, the web server, the ingest workers, the observer, then the start-up scan, whose files
 are catalogued before the service reports ready. ``run()`` then loops: hand settled files to
 ingest, supervise the observer, rescan on schedule, pick up a new model, and every 30 s run
