@@ -65,14 +65,15 @@ def test_agents_claim_disjoint_work_and_take_over_a_dead_agents(postgres_url: st
         for name, imager in (("x", "bay-1"), ("y", "bay-1"), ("z", "bay-2")):
             register_agent(bay1, name, imager=imager, host="host", pid=1)
 
-        # x and y claim at the same instant, ten at a time: FOR UPDATE SKIP LOCKED gives them disjoint images.
+        # x and y claim at the same instant, five at a time, three rounds: FOR UPDATE SKIP LOCKED gives them
+        # disjoint images (each round starts both claims together, so neither can take everything first).
         got: dict[str, list[int]] = {"x": [], "y": []}
-        start = threading.Barrier(2)
+        rounds = threading.Barrier(2)
 
         def claim_all(agent: str) -> None:
-            start.wait()
-            while batch := claim_unfinished(bay1, agent, "bay-1", lease_seconds=30, limit=10):
-                got[agent] += [c.image_id for c in batch]
+            for _ in range(3):
+                rounds.wait()
+                got[agent] += [c.image_id for c in claim_unfinished(bay1, agent, "bay-1", lease_seconds=30, limit=5)]
 
         threads = [threading.Thread(target=claim_all, args=(a,)) for a in got]
         for t in threads:

@@ -153,7 +153,7 @@ class ClassifyStage:
         if version is None:
             return 0
         share = None
-        if self.catalogue.dialect == "postgresql" and self.catalogue.agent is not None:  # a site: only this agent's
+        if self.catalogue.agent is not None:  # a site (the site agent named this process): only this agent's share
             share = SiteShare(self.catalogue.imager or "", self.catalogue.agent, time.time() - self.lease_seconds)
         rows = waiting_for(self.catalogue, version, share)
         fresh_ids = {r.image_id for r in rows} - classified_ids(self.catalogue)
