@@ -88,14 +88,14 @@ def run_lightly(crops: np.ndarray, size: int, batch: int, epochs: int, temperatu
 
 
 def run_xtalwatch(dataset: CropDataset, size: int, batch: int, epochs: int, seed: int, out: Path,
-                  small_stem: bool | str) -> dict:
+                  small_stem: bool | str, max_memory_gb: float | None) -> dict:
     """``xtalwatch.learn.simclr.train`` with config defaults apart from the shared settings."""
     t0 = time.perf_counter()
     cfg = TrainConfig(image_size=size, batch_size=batch, epochs=epochs, device="cpu", seed=seed,
                       min_images=2, small_stem=small_stem, log_every_steps=10_000,
-                      checkpoint_every_steps=10_000)
+                      checkpoint_every_steps=10_000, max_memory_gb=max_memory_gb)
     r = train(cfg, dataset, out, resume=False, progress=False)
-    return {"views_per_s": r.views_per_second, "loop_s": 2 * r.batch_size * r.steps / max(r.views_per_second, 1e-9),
+    return {"views_per_s": r.views_per_second, "micro_batch": r.micro_batch, "loop_s": 2 * r.batch_size * r.steps / max(r.views_per_second, 1e-9),
             "wall_s": time.perf_counter() - t0, "steps": r.steps, "loss": r.losses[-1]}
 
 
@@ -110,30 +110,38 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for both (the machine's cores)")
     ap.add_argument("--stems", default="auto", help="xtalwatch train.small_stem values to run, e.g. auto,true")
+    ap.add_argument("--budgets", default=str(TrainConfig().max_memory_gb),
+                    help="xtalwatch train.max_memory_gb values to run, e.g. 2,none (none: never split a step, "
+                         "lightly's memory; 2: the default, which splits a 64 px step of 256 in micro-batches)")
     ap.add_argument("--temperature", type=float, default=TrainConfig().temperature)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--markdown", type=Path, help="also write the table here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     stems = [{"auto": "auto", "true": True, "false": False}[s.strip().lower()] for s in a.stems.split(",")]
+    budgets = [None if b.strip().lower() == "none" else float(b) for b in a.budgets.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-vs-lightly-") as tmp:
         root = a.images or synth_folder(Path(tmp) / "images", a.wells, a.frame_px, a.seed)
         lines = [f"torch {torch.__version__}, {a.threads} threads, batch {a.batch}, {a.epochs} epochs, "
                  f"images: {a.images or f'xtalwatch synth --imagefolder --wells {a.wells} --image-size {a.frame_px}'}",
-                 "", "| px | images | xtalwatch stem | lightly views/s | lightly wall s | xtalwatch views/s "
-                 "| xtalwatch wall s | ratio |", "| --: | --: | --- | --: | --: | --: | --: | --: |"]
+                 "", "| px | images | xtalwatch stem | max_memory_gb (micro-batch) | lightly views/s | lightly wall s "
+                 "| xtalwatch views/s | xtalwatch wall s | ratio |",
+                 "| --: | --: | --- | --- | --: | --: | --: | --: | --: |"]
         print("\n".join(lines), flush=True)
         for size in [int(s) for s in a.sizes.split(",")]:
             dataset = load_folder(root, size, Path(tmp) / "cache", preprocess=None)
             crops = np.asarray(dataset.images)
             lt = run_lightly(crops, size, a.batch, a.epochs, a.temperature, a.seed)
             for stem in stems:
-                xw = run_xtalwatch(dataset, size, a.batch, a.epochs, a.seed, Path(tmp) / f"run-{size}-{stem}", stem)
-                label = f"{stem} → {'small' if use_small_stem(size, stem) else 'standard'}"
-                lines.append(f"| {size} | {len(dataset)} | {label} | {lt['views_per_s']:.0f} | {lt['wall_s']:.1f} "
-                             f"| {xw['views_per_s']:.0f} | {xw['wall_s']:.1f} "
-                             f"| {xw['views_per_s'] / lt['views_per_s']:.2f} |")
-                print(lines[-1], flush=True)
+                for budget in budgets:
+                    xw = run_xtalwatch(dataset, size, a.batch, a.epochs, a.seed,
+                                       Path(tmp) / f"run-{size}-{stem}-{budget}", stem, budget)
+                    label = f"{stem} → {'small' if use_small_stem(size, stem) else 'standard'}"
+                    split = f"{budget} ({xw['micro_batch'] or 'whole'})"
+                    lines.append(f"| {size} | {len(dataset)} | {label} | {split} | {lt['views_per_s']:.0f} "
+                                 f"| {lt['wall_s']:.1f} | {xw['views_per_s']:.0f} | {xw['wall_s']:.1f} "
+                                 f"| {xw['views_per_s'] / lt['views_per_s']:.2f} |")
+                    print(lines[-1], flush=True)
     if a.markdown:
         a.markdown.write_text("\n".join(lines) + "\n")
 

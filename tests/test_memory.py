@@ -72,6 +72,20 @@ def test_activation_bytes_are_what_autograd_saves() -> None:
     assert activation_bytes_per_view(model, 10, channels_last=False) == (3 + 4) * 10 * 10 * 4
 
 
+def test_counting_activations_keeps_no_tensor_alive() -> None:
+    """Counting runs once per training run and per supervised fit: nothing of its graph may outlive it
+    (a pack hook that returned the tensor kept every counted forward alive, ~80 MB a call at 32 px)."""
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU())  # ReLU saves its own output
+    outputs: list[weakref.ref] = []
+    model[1].register_forward_hook(lambda _m, _i, out: outputs.append(weakref.ref(out)))
+    activation_bytes_per_view(model, 10, channels_last=False)
+    gc.collect()
+    assert len(outputs) == 2 and all(ref() is None for ref in outputs)
+
+
 def test_micro_batches_are_equal_and_fit_the_budget() -> None:
     assert micro_batch_for(256, 1000, None) == 256
     assert micro_batch_for(256, 1000, 1e12) == 256
@@ -147,11 +161,56 @@ def test_the_split_depends_on_the_config_not_on_what_the_process_holds() -> None
     losses) must be those of the long-lived process it replaces."""
     from xtalwatch.learn.simclr.encoder import build_encoder
     from xtalwatch.learn.simclr.heads import build_head
-    from xtalwatch.learn.simclr.train import SimCLRModel, _activation_budget
+    from xtalwatch.learn.simclr.microbatch import step_splitter
+    from xtalwatch.learn.simclr.train import SimCLRModel
 
     cfg = TrainConfig(image_size=64, max_memory_gb=1.2)
     model = SimCLRModel(build_encoder(64, False), build_head("simclr"))
-    before = _activation_budget(cfg, model, torch.device("cpu"))(256)
+    before = step_splitter(cfg.max_memory_gb, model, 64, views_per_image=2)(256)
     hog = np.ones(400 * 2**20, np.uint8)  # 400 MiB more resident
-    after = _activation_budget(cfg, model, torch.device("cpu"))(256)
+    after = step_splitter(cfg.max_memory_gb, model, 64, views_per_image=2)(256)
     assert hog.sum() > 0 and before == after and 1 <= before < 256
+
+
+def _tiny_classifier() -> nn.Module:
+    from xtalwatch.learn.heads.finetune import Classifier
+    from xtalwatch.learn.simclr.encoder import FEATURE_DIM
+
+    torch.manual_seed(0)
+    return Classifier(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                                    nn.Linear(8 * 6 * 6, FEATURE_DIM)), 3)
+
+
+@pytest.mark.parametrize("loop", ["fit", "distil"])
+def test_supervised_steps_in_micro_batches_learn_what_whole_steps_learn(loop: str) -> None:
+    """Cross-entropy and distillation are sums over images: with a budget too small for any batch
+    (one image per micro-batch) the weights after a few steps are those of whole steps."""
+    from xtalwatch.learn.heads.finetune import FitConfig, distil, fit_classifier
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+    labels = np.arange(40) % 3
+    trained = {}
+    for name, budget in (("whole", None), ("split", 1e-9)):
+        cfg = FitConfig(steps=3, batch_size=16, max_memory_gb=budget)
+        model = _tiny_classifier()
+        if loop == "fit":
+            losses = fit_classifier(model, images, labels, cfg, progress=False)
+        else:
+            fit_classifier(model, images, labels, FitConfig(steps=1, batch_size=16, max_memory_gb=None), progress=False)
+            model, losses = distil(model, images, cfg, progress=False)
+        trained[name] = (losses, [p.detach().clone() for p in model.parameters()])
+    assert trained["split"][0] == pytest.approx(trained["whole"][0], rel=1e-5)
+    for got, want in zip(trained["split"][1], trained["whole"][1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_supervised_step_splits_only_when_its_activations_do_not_fit() -> None:
+    from xtalwatch.learn.heads.finetune import Classifier
+    from xtalwatch.learn.simclr.encoder import build_encoder
+    from xtalwatch.learn.simclr.microbatch import step_splitter
+
+    model = Classifier(build_encoder(128), 7)
+    assert step_splitter(2.0, model, 128, views_per_image=1)(64) == 64  # ~7 MiB a view: 64 fit in 2 GiB
+    assert step_splitter(2.0, model, 128, views_per_image=1)(512) < 512
+    assert step_splitter(None, model, 128, views_per_image=1)(512) == 512

@@ -26,5 +26,5 @@ def test_bench_vs_lightly_writes_one_row_per_size(tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=300)
     rows = [line for line in table.read_text().splitlines() if line.startswith("| 16 |")]
     assert len(rows) == 1 and "auto → standard" in rows[0]
-    lightly_vps, xtalwatch_vps = float(rows[0].split("|")[4]), float(rows[0].split("|")[6])
+    lightly_vps, xtalwatch_vps = float(rows[0].split("|")[5]), float(rows[0].split("|")[7])
     assert lightly_vps > 0 and xtalwatch_vps > 0

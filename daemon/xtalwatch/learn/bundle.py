@@ -32,7 +32,6 @@ from xtalwatch.learn.gate import feature_std
 from xtalwatch.learn.heads.calibrate import fit_temperature, nll, softmax
 from xtalwatch.learn.heads.finetuned import FinetunedHead, finetune
 from xtalwatch.learn.heads.select import (
-    FEATURE_KINDS,
     HeadSelection,
     accuracy,
     candidate_kinds,
@@ -40,7 +39,7 @@ from xtalwatch.learn.heads.select import (
     feature_kind,
     selection_split,
 )
-from xtalwatch.learn.heads.serving import Head, fit_head, head_from_state
+from xtalwatch.learn.heads.serving import Head, fit_head, head_from_state, holdout_logits
 from xtalwatch.learn.simclr.encoder import Encoder
 
 __all__ = ["ModelBundle", "NoClassifier", "build_bundle", "map_labels", "calls", "FORMAT", "read_meta", "load_head",
@@ -269,16 +268,14 @@ def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str
     tuned: tuple[Encoder, FinetunedHead] | None = None
     if split is not None:
         fi, ho = split
-        logits: dict[str, np.ndarray] = {}
+        logits = holdout_logits(feats, y, fi, ho, k, cfg)  # the cheap kinds are scored even when not allowed
         skipped: dict[str, str] = {}
-        for kind in dict.fromkeys((*FEATURE_KINDS, *kinds)):  # the cheap kinds are scored even when not allowed
-            if kind in FEATURE_KINDS:
-                logits[kind] = fit_head(feats[fi], y[fi], k, cfg, kind).logits(feats[ho])
-            elif cfg.head == "auto" and len(y) < cfg.finetune_min_labels:
-                skipped[kind] = f"{len(y)} labels < classify.finetune_min_labels {cfg.finetune_min_labels}"
+        if "finetuned" in kinds:
+            if cfg.head == "auto" and len(y) < cfg.finetune_min_labels:
+                skipped["finetuned"] = f"{len(y)} labels < classify.finetune_min_labels {cfg.finetune_min_labels}"
             else:
                 tuned = tune(fi)
-                logits[kind] = tuned[1].logits(embed(tuned[0], to_model_rgb(crops[ho], size)))
+                logits["finetuned"] = tuned[1].logits(embed(tuned[0], to_model_rgb(crops[ho], size)))
         selection = choose({kind: accuracy(lg, y[ho]) for kind, lg in logits.items()}, len(ho), skipped,
                            allowed=kinds)
         for kind, acc in selection.accuracies.items():

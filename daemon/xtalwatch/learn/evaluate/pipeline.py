@@ -211,7 +211,7 @@ def run_evaluation(cfg: EvalConfig, on_row: Callable[[Row], None] | None = None)
     # -- every method, every fraction --------------------------------------------------------
     rows: list[Row] = []
     fit = FitConfig(batch_size=cfg.fit_batch_size, seed=cfg.train.seed, flip_rotate=cfg.train.flip_rotate,
-                    device=device.type)
+                    device=device.type, max_memory_gb=cfg.train.max_memory_gb)
     jobs = [(f, m) for f in cfg.label_fractions for m in cfg.methods]
     bar = tqdm(jobs, desc="evaluate", disable=not cfg.progress, dynamic_ncols=True)
     teachers: dict[float, Classifier] = {}

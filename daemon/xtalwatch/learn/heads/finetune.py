@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from xtalwatch.learn.features import inference_batch_size
 from xtalwatch.learn.heads.linear import class_weights
 from xtalwatch.learn.simclr.augment import AugmentStrength, apply_view, sample_view_params, to_float_nchw
 from xtalwatch.learn.simclr.encoder import FEATURE_DIM
+from xtalwatch.learn.simclr.microbatch import step_splitter
 
 __all__ = ["Classifier", "FitConfig", "fit_classifier", "distil", "predict_logits"]
 
@@ -67,6 +69,10 @@ class FitConfig:
     distill_temperature: float = 1.0  # v2 uses τ = 1 for self-distillation
     flip_rotate: bool = True  # train.flip_rotate: False where an image's orientation carries meaning
     device: str = "cpu"  # where the model trains; the crops stay on the host and go over one batch at a time
+    # train.max_memory_gb: on CPU a batch whose activations would not fit runs in micro-batches whose
+    # gradients add up to the whole batch's (exact: these losses are sums over images; BatchNorm sees
+    # the micro-batches). None: never split.
+    max_memory_gb: float | None = 2.0
 
 
 def _batches(n: int, batch: int, steps: int, seed: int):
@@ -87,8 +93,30 @@ def _views(images: np.ndarray, idx: np.ndarray, size: int, gen: torch.Generator,
     return views.contiguous(memory_format=torch.channels_last)
 
 
+def _spans(batch: int, micro: int) -> list[tuple[int, int]]:
+    spans = [(a, min(a + micro, batch)) for a in range(0, batch, micro)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < 2:  # BatchNorm needs two rows: fold a lone one in
+        spans[-2:] = [(spans[-2][0], batch)]
+    return spans
+
+
+def _accumulated_step(model: nn.Module, views: torch.Tensor, loss_share: Callable[[torch.Tensor, slice], torch.Tensor],
+                      micro: int) -> float:
+    """Backpropagate the whole batch's loss through ``model`` in micro-batches of ``micro`` images.
+
+    ``loss_share(logits, rows)`` is the part of the batch's loss that the rows ``rows`` contribute
+    (the loss is a sum over images, so the parts' gradients add up to the whole one's). Returns the loss.
+    """
+    total = 0.0
+    for a, e in _spans(len(views), micro):
+        part = loss_share(model(views[a:e]), slice(a, e))
+        part.backward()
+        total += float(part.detach())
+    return total
+
+
 def _optimiser(model: nn.Module, cfg: FitConfig, steps: int):
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
@@ -110,18 +138,23 @@ def fit_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, cf
     losses: list[float] = []
     model.to(cfg.device, memory_format=torch.channels_last)
     opt, sched = _optimiser(model, cfg, cfg.steps)  # after the move: AdamW state lives beside the weights
+    micro_of = step_splitter(cfg.max_memory_gb, model, size, views_per_image=1)
     model.train()
     for idx in tqdm(_batches(len(images), batch, cfg.steps, cfg.seed), total=cfg.steps, desc=desc,
                     disable=not progress, leave=False, dynamic_ncols=True):
         idx = np.sort(idx)
         if len(idx) < 2:  # BatchNorm needs two rows
             continue
-        loss = F.cross_entropy(model(_views(images, idx, size, gen, cfg)), y_all[idx], weight=weight)
+        y = y_all[idx]
+        norm = weight[y].sum()  # cross_entropy's weighted mean, over the whole batch
+
+        def share(logits: torch.Tensor, rows: slice, y: torch.Tensor = y, norm: torch.Tensor = norm) -> torch.Tensor:
+            return F.cross_entropy(logits, y[rows], weight=weight, reduction="sum") / norm
+
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.append(_accumulated_step(model, _views(images, idx, size, gen, cfg), share, micro_of(len(idx))))
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
     model.eval()
     return losses
 
@@ -159,18 +192,22 @@ def distil(teacher: Classifier, images: np.ndarray, cfg: FitConfig, desc: str = 
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     losses: list[float] = []
     student.to(memory_format=torch.channels_last)
+    teacher_bytes = sum(p.numel() * p.element_size() for p in teacher.parameters()) + targets.numel() * 4
+    micro_of = step_splitter(cfg.max_memory_gb, student, size, views_per_image=1, held_bytes=teacher_bytes)
     student.train()
     for idx in tqdm(_batches(len(images), batch, cfg.steps, cfg.seed + 1), total=cfg.steps, desc=desc,
                     disable=not progress, leave=False, dynamic_ncols=True):
         idx = np.sort(idx)
         if len(idx) < 2:
             continue
-        logp = F.log_softmax(student(_views(images, idx, size, gen, cfg)) / tau, dim=1)
-        loss = -(targets[torch.from_numpy(idx).to(cfg.device)] * logp).sum(dim=1).mean()
+        target = targets[torch.from_numpy(idx).to(cfg.device)]
+
+        def share(logits: torch.Tensor, rows: slice, target: torch.Tensor = target) -> torch.Tensor:
+            return -(target[rows] * F.log_softmax(logits / tau, dim=1)).sum() / len(target)
+
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.append(_accumulated_step(student, _views(images, idx, size, gen, cfg), share, micro_of(len(idx))))
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
     student.eval()
     return student, losses

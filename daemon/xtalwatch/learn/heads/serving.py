@@ -24,7 +24,7 @@ from xtalwatch.learn.heads.select import (
     selection_split,
 )
 
-__all__ = ["Head", "fit_head", "head_from_state", "choose_feature_head"]
+__all__ = ["Head", "fit_head", "head_from_state", "choose_feature_head", "holdout_logits"]
 
 Head = LinearHead | KnnHead | FinetunedHead
 
@@ -48,6 +48,14 @@ def fit_head(features: np.ndarray, labels: np.ndarray, n_classes: int, cfg: Clas
                      "(a fine-tuned head needs crops: learn.heads.finetuned.finetune)")
 
 
+def holdout_logits(features: np.ndarray, labels: np.ndarray, fit_rows: np.ndarray, holdout_rows: np.ndarray,
+                   n_classes: int, cfg: ClassifyConfig) -> dict[str, np.ndarray]:
+    """Each feature kind (linear, kNN) fitted on ``fit_rows`` of (N, D) ``features`` and (N,) int ``labels``,
+    as its (H, K) logits on ``holdout_rows``: what the bundle and the refitter score candidates on."""
+    return {kind: fit_head(features[fit_rows], labels[fit_rows], n_classes, cfg, kind).logits(features[holdout_rows])
+            for kind in FEATURE_KINDS}
+
+
 def choose_feature_head(features: np.ndarray, labels: np.ndarray, n_classes: int, cfg: ClassifyConfig, *,
                         holdout_fraction: float = 0.2, seed: int = 0) -> tuple[Head, HeadSelection]:
     """The linear or kNN head ``cfg.head`` allows that scores best on a hold-out of these labels, refitted on all.
@@ -66,9 +74,8 @@ def choose_feature_head(features: np.ndarray, labels: np.ndarray, n_classes: int
         selection = HeadSelection(winner, skipped={k: "too few labels to hold any out" for k in kinds if k != winner})
     else:  # both are scored (a forced kind's record shows what forcing costs); the allowed best wins
         fi, ho = split
-        selection = choose({kind: accuracy(fit_head(features[fi], labels[fi], n_classes, cfg, kind)
-                                           .logits(features[ho]), labels[ho]) for kind in FEATURE_KINDS},
-                           len(ho), allowed=kinds)
+        logits = holdout_logits(features, labels, fi, ho, n_classes, cfg)
+        selection = choose({kind: accuracy(lg, labels[ho]) for kind, lg in logits.items()}, len(ho), allowed=kinds)
     return fit_head(features, labels, n_classes, cfg, selection.winner), selection
 
 

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from xtalwatch.learn.simclr.small_map_conv import use_small_map_convs
+
 __all__ = ["Encoder", "build_encoder", "use_small_stem", "FEATURE_DIM"]
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Encoder(nn.Module):
             # into layer1 instead of shrinking to 8 px, where a crystal is a fraction of a pixel.
             self.backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.backbone.maxpool = nn.Identity()
+        use_small_map_convs(self.backbone)  # layer3/4 run on 1-2 px maps at 32-64 px: see the module
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -50,8 +50,9 @@ def build_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float,
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     if kind == "adamw":
+        # fused: one kernel for all parameters, 4x faster than the default on CPU (docs/BENCHMARKS.md)
         return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=True)
     if kind == "lars":
         return LARS([{"params": decay}, {"params": no_decay, "lars": False, "weight_decay": 0.0}],
                     lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -37,11 +37,7 @@ from xtalwatch.learn.simclr.distributed import (
 from xtalwatch.learn.simclr.encoder import FEATURE_DIM, Encoder, build_encoder, use_small_stem
 from xtalwatch.learn.simclr.heads import build_head
 from xtalwatch.learn.simclr.loss import nt_xent_rows
-from xtalwatch.learn.simclr.microbatch import (
-    activation_bytes_per_view,
-    contrastive_backward,
-    micro_batch_for,
-)
+from xtalwatch.learn.simclr.microbatch import contrastive_backward, step_splitter
 from xtalwatch.learn.simclr.optim import build_optimizer, warmup_cosine
 
 __all__ = ["SimCLRModel", "TrainResult", "DatasetTooSmall", "TrainingDiverged", "resolve_device", "train"]
@@ -130,33 +126,6 @@ def _step_input(images: np.ndarray, idx: np.ndarray, device: torch.device) -> to
     return to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[idx])).to(device))
 
 
-_PROCESS_FLOOR_BYTES = 800 * 2**20  # a fresh process with the learning stack imported
-
-
-def _activation_budget(cfg: TrainConfig, model: nn.Module, device: torch.device) -> Callable[[int], int]:
-    """local batch → images per micro-batch, so that a CPU step stays under ``train.max_memory_gb``.
-
-    What is left for activations: the budget less a fixed floor for the process (torch, torchvision,
-    OpenCV and scikit-learn imported: 0.8 GB measured, docs/BENCHMARKS.md), the gradients and
-    optimiser state (about 3x the weights) and the step's float views (4 images' worth per image:
-    the float batch, two views and a micro-batch's copy). A constant, not the process's RSS now: the
-    split, and so BatchNorm's batches and the losses, must be a function of the config alone, or a
-    resumed run (a fresh process) would not replay the steps of an uninterrupted one.
-    """
-    if cfg.max_memory_gb is None or device.type != "cpu":
-        return lambda batch: batch
-    per_view = activation_bytes_per_view(model, cfg.image_size, cfg.channels_last)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    fixed = _PROCESS_FLOOR_BYTES + 3 * weights
-    image = 3 * cfg.image_size ** 2 * 4
-
-    def micro(batch: int) -> int:
-        left = cfg.max_memory_gb * 2**30 - fixed - 4 * image * batch
-        return micro_batch_for(batch, per_view, max(0.0, left))
-
-    return micro
-
-
 def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool = True,
           init_encoder: Encoder | None = None, stop_after_step: int | None = None,
           progress: bool = True, on_epoch: Callable[[int, Encoder], None] | None = None) -> TrainResult:
@@ -234,7 +203,8 @@ def train(cfg: TrainConfig, dataset: CropDataset, out_dir: Path, *, resume: bool
         model.to(device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        micro_batch_of = _activation_budget(cfg, model, device)
+        micro_batch_of = step_splitter(cfg.max_memory_gb, model, cfg.image_size, views_per_image=2,
+                                       channels_last=cfg.channels_last)
 
         # -- optimiser and schedule ---------------------------------------------------------
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
