@@ -6,6 +6,8 @@ Three comparisons, each side by side in one run (the ratio is the figure to read
   network    a whole torchvision ResNet-18 step (forward, backward, SGD) at 32 and 64 px, plain
              against the same network with its convolutions replaced
   optimiser  one AdamW step over ResNet-18's 11.2 M parameters: PyTorch's default against fused=True
+  allocator  the SimCLR step with glibc's mmap threshold at 32 MiB (where glibc's own rule ends up) against
+             1 MiB (learn/allocator.py), alternated A/B/A/B... so that drift in the machine's speed cancels
   simclr     the trainer's SimCLR step (encoder, projection head, NT-Xent, AdamW) on pre-augmented views:
              plain convolutions and default AdamW (as before issue 14), tiny-map convolutions, both
 
@@ -129,13 +131,40 @@ def bench_simclr(batch: int, size: int, repeats: int) -> str:
             f"| {rates['both'] / rates['before']:.2f} |")
 
 
+def bench_allocator(batch: int, size: int, rounds: int) -> str:
+    import ctypes
+
+    from xtalwatch.learn.allocator import hand_back_freed_memory
+
+    views = torch.rand(2 * batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    model = SimCLRModel(build_encoder(size), build_head("simclr")).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=True)
+
+    def step() -> None:
+        z = model(views)
+        loss = nt_xent_loss(z[:batch], z[batch:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    totals = {"32 MiB": 0.0, "1 MiB": 0.0}
+    for _ in range(rounds):
+        for name, threshold in (("32 MiB", 32 << 20), ("1 MiB", 1 << 20)):
+            if not hand_back_freed_memory(threshold):
+                return "| (glibc's mallopt is not available here) |"
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # start each side without the other's free pages
+            totals[name] += _ms(step, 2)
+    return (f"| {batch} | {size} | {totals['32 MiB'] / rounds:.0f} | {totals['1 MiB'] / rounds:.0f} "
+            f"| {totals['1 MiB'] / totals['32 MiB']:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="64,512", help="images per step")
     ap.add_argument("--sizes", default="32,64", help="crop sides for the whole-network step")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--parts", default="layers,network,optimiser,simclr", help="which comparisons to run")
+    ap.add_argument("--parts", default="layers,network,optimiser,allocator,simclr", help="which comparisons to run")
     ap.add_argument("--simclr-batch", type=int, default=256, help="images per SimCLR step (2 views each)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -155,6 +184,10 @@ def main() -> None:
     if "optimiser" in parts:
         print("\n| AdamW default ms | fused ms | speed-up |\n| --: | --: | --: |")
         print(bench_optimiser(a.repeats * 3), flush=True)
+    if "allocator" in parts:
+        print("\n| SimCLR batch | px | ms/step, threshold 32 MiB | ms/step, 1 MiB | cost |\n| --: | --: | --: | --: | --: |")
+        for size in sizes:
+            print(bench_allocator(a.simclr_batch, size, a.repeats), flush=True)
     if "simclr" not in parts:
         return
     print("\n| SimCLR batch | px | before views/s | small-map views/s | + fused AdamW views/s | speed-up |\n"

@@ -37,3 +37,4 @@ def hand_back_freed_memory(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     if done:
         log.debug("allocator: blocks of %d bytes or more are mapped and returned when freed", threshold_bytes)
     return done
+
