@@ -8,6 +8,8 @@ Three comparisons, each side by side in one run (the ratio is the figure to read
   optimiser  one AdamW step over ResNet-18's 11.2 M parameters: PyTorch's default against fused=True
   allocator  the SimCLR step with glibc's mmap threshold at 32 MiB (where glibc's own rule ends up) against
              1 MiB (learn/allocator.py), alternated A/B/A/B... so that drift in the machine's speed cancels
+  inference  the encoder's forward in serving (eval, inference_mode) at batch 1 and 64: plain convolutions
+             against SmallMapConv2d, which must take oneDNN's own forward when no backward follows
   simclr     the trainer's SimCLR step (encoder, projection head, NT-Xent, AdamW) on pre-augmented views:
              plain convolutions and default AdamW (as before issue 14), tiny-map convolutions, both
 
@@ -131,6 +133,18 @@ def bench_simclr(batch: int, size: int, repeats: int) -> str:
             f"| {rates['both'] / rates['before']:.2f} |")
 
 
+def bench_inference(batch: int, size: int, repeats: int) -> str:
+    fast = build_encoder(size).eval().to(memory_format=torch.channels_last)
+    plain = _plain_convs(copy.deepcopy(fast))
+    x = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    best = {"plain": float("inf"), "small-map": float("inf")}
+    with torch.inference_mode():
+        for _ in range(repeats):  # alternated, best of each
+            for name, model in (("plain", plain), ("small-map", fast)):
+                best[name] = min(best[name], _ms(lambda model=model: model(x), 10))
+    return f"| {batch} | {size} | {best['plain']:.1f} | {best['small-map']:.1f} | {best['small-map'] / best['plain']:.2f} |"
+
+
 def bench_allocator(batch: int, size: int, rounds: int) -> str:
     import ctypes
 
@@ -164,7 +178,7 @@ def main() -> None:
     ap.add_argument("--batches", default="64,512", help="images per step")
     ap.add_argument("--sizes", default="32,64", help="crop sides for the whole-network step")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--parts", default="layers,network,optimiser,allocator,simclr", help="which comparisons to run")
+    ap.add_argument("--parts", default="layers,network,optimiser,inference,allocator,simclr", help="which comparisons to run")
     ap.add_argument("--simclr-batch", type=int, default=256, help="images per SimCLR step (2 views each)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -184,6 +198,11 @@ def main() -> None:
     if "optimiser" in parts:
         print("\n| AdamW default ms | fused ms | speed-up |\n| --: | --: | --: |")
         print(bench_optimiser(a.repeats * 3), flush=True)
+    if "inference" in parts:
+        print("\n| batch | px | plain ms | small-map ms | ratio |\n| --: | --: | --: | --: | --: |")
+        for batch in (1, 64):
+            for size in sizes:
+                print(bench_inference(batch, size, a.repeats), flush=True)
     if "allocator" in parts:
         print("\n| SimCLR batch | px | ms/step, threshold 32 MiB | ms/step, 1 MiB | cost |\n| --: | --: | --: | --: | --: |")
         for size in sizes:

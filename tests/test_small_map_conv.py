@@ -40,6 +40,8 @@ def test_it_computes_what_conv2d_computes(in_hw, kernel, stride, padding, bias) 
         torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
         ref.zero_grad()
         fast.zero_grad()
+    with torch.inference_mode():  # no backward follows: oneDNN's own forward, the same numbers
+        torch.testing.assert_close(fast(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [32, 64])

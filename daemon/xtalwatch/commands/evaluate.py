@@ -71,12 +71,11 @@ def run(args: argparse.Namespace) -> int:
                                            "train.batch_size": args.batch_size, "train.seed": args.seed,
                                            "train.small_stem": stem, "train.temperature": args.temperature,
                                            "train.max_memory_gb": args.max_memory_gb})
-    from xtalwatch.learn.allocator import hand_back_freed_memory
+    from xtalwatch.learn.allocator import keep_to_memory_budget
     from xtalwatch.learn.evaluate import METHODS, EvalConfig, run_evaluation
-
-    if settings.train.max_memory_gb is not None:
-        hand_back_freed_memory()  # a memory budget is only kept if freed activations leave the process
     from xtalwatch.learn.evaluate.report import write_html
+
+    keep_to_memory_budget(settings.train.max_memory_gb)
 
     methods = args.methods.split(",") if args.methods else list(METHODS)
     out = args.out or args.json.with_suffix("")

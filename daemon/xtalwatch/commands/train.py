@@ -65,10 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **{key: getattr(args, attr) for attr, key in _OVERRIDES.items()})
-    if settings.train.max_memory_gb is not None:
-        from xtalwatch.learn.allocator import hand_back_freed_memory
+    from xtalwatch.learn.allocator import keep_to_memory_budget
 
-        hand_back_freed_memory()  # a memory budget is only kept if freed activations leave the process
+    keep_to_memory_budget(settings.train.max_memory_gb)
     if args.now and args.images is not None:
         print("xtalwatch train: --now trains on the catalogue; it cannot be combined with --images", file=sys.stderr)
         return 2

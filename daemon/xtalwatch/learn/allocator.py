@@ -14,7 +14,7 @@ import ctypes
 import logging
 import sys
 
-__all__ = ["hand_back_freed_memory", "MMAP_THRESHOLD_BYTES"]
+__all__ = ["hand_back_freed_memory", "keep_to_memory_budget", "MMAP_THRESHOLD_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +38,8 @@ def hand_back_freed_memory(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
         log.debug("allocator: blocks of %d bytes or more are mapped and returned when freed", threshold_bytes)
     return done
 
+
+def keep_to_memory_budget(max_memory_gb: float | None) -> bool:
+    """What a training process (``train``, ``evaluate``, the retraining child) does first when
+    ``train.max_memory_gb`` is set: a budget is only kept if freed activations leave the process."""
+    return max_memory_gb is not None and hand_back_freed_memory()

@@ -216,7 +216,8 @@ def calls(bundle: ModelBundle, probs: np.ndarray, uncertain_below: float, digits
 def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str | None] | None,
                  cfg: ClassifyConfig, version: str, *, image_size: int | None = None, data_fingerprint: str = "",
                  train_config: dict | None = None, holdout_fraction: float = 0.2, seed: int = 0,
-                 proj_layer: torch.nn.Module | None = None, progress: bool = False) -> ModelBundle:
+                 proj_layer: torch.nn.Module | None = None, max_memory_gb: float | None = None,
+                 progress: bool = False) -> ModelBundle:
     """Choose the serving head on held-out labels, calibrate it, and wrap everything as a bundle.
 
     Args:
@@ -228,6 +229,7 @@ def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str
         version: the bundle's version string (the registry names it).
         image_size: crop side the encoder expects (default: the crops' own size).
         proj_layer: the SimCLR run's first projection layer, where a fine-tune starts (None: fresh).
+        max_memory_gb: ``train.max_memory_gb`` for a fine-tune's steps on CPU (None: never split).
 
     The candidates (``learn/heads/select.py``) are fitted on a stratified 80 % of the labels and
     scored on the other 20 %; the winner's temperature is fitted there too, and every candidate's
@@ -261,7 +263,7 @@ def build_bundle(encoder: Encoder, train_crops: np.ndarray, labels: Sequence[str
 
     def tune(idx: np.ndarray) -> tuple[Encoder, FinetunedHead]:
         return finetune(encoder, to_model_rgb(crops[idx], size), y[idx], k, cfg, proj_layer=proj_layer, seed=seed,
-                        progress=progress)
+                        max_memory_gb=max_memory_gb, progress=progress)
 
     temperature = 1.0
     split = selection_split(y, holdout_fraction, seed) if k >= 2 else None

@@ -69,10 +69,10 @@ class FitConfig:
     distill_temperature: float = 1.0  # v2 uses τ = 1 for self-distillation
     flip_rotate: bool = True  # train.flip_rotate: False where an image's orientation carries meaning
     device: str = "cpu"  # where the model trains; the crops stay on the host and go over one batch at a time
-    # train.max_memory_gb: on CPU a batch whose activations would not fit runs in micro-batches whose
-    # gradients add up to the whole batch's (exact: these losses are sums over images; BatchNorm sees
-    # the micro-batches). None: never split.
-    max_memory_gb: float | None = 2.0
+    # train.max_memory_gb, passed by the caller: on CPU a batch whose activations would not fit runs in
+    # micro-batches whose gradients add up to the whole batch's (exact: these losses are sums over
+    # images; BatchNorm sees the micro-batches). None: never split.
+    max_memory_gb: float | None = None
 
 
 def _batches(n: int, batch: int, steps: int, seed: int):

@@ -71,7 +71,7 @@ class FinetunedHead:
 
 
 def finetune(encoder: Encoder, images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: ClassifyConfig, *,
-             proj_layer: nn.Module | None = None, seed: int = 0,
+             proj_layer: nn.Module | None = None, seed: int = 0, max_memory_gb: float | None = None,
              progress: bool = False) -> tuple[Encoder, FinetunedHead]:
     """Fine-tune a copy of ``encoder`` with projection layer 0 and a linear layer on labelled crops.
 
@@ -81,6 +81,7 @@ def finetune(encoder: Encoder, images: np.ndarray, labels: np.ndarray, n_classes
         labels: (N,) ints in [0, n_classes).
         cfg: the ``classify`` section: ``finetune_steps`` and ``finetune_lr``.
         proj_layer: the SimCLR run's first projection layer (copied); None: a fresh one.
+        max_memory_gb: ``train.max_memory_gb``, the CPU memory budget the steps are split to (None: never).
 
     Returns the fine-tuned encoder (eval mode) and the head that goes on its features.
     """
@@ -88,6 +89,7 @@ def finetune(encoder: Encoder, images: np.ndarray, labels: np.ndarray, n_classes
     torch.manual_seed(seed)  # the fresh classifier layer's initial weights
     model = Classifier(copy.deepcopy(encoder), n_classes, proj)
     fit_classifier(model, images, np.asarray(labels, np.int64),
-                   FitConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=seed), desc="finetune",
+                   FitConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, seed=seed, max_memory_gb=max_memory_gb),
+                   desc="finetune",
                    progress=progress)
     return model.encoder.eval(), FinetunedHead(model.proj, model.fc)

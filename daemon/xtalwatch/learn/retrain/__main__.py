@@ -17,7 +17,7 @@ from pathlib import Path
 
 from xtalwatch.config import ConfigError, Settings, load_settings
 from xtalwatch.files import write_json_atomic
-from xtalwatch.learn.allocator import hand_back_freed_memory
+from xtalwatch.learn.allocator import keep_to_memory_budget
 from xtalwatch.learn.retrain.run import run_retrain
 from xtalwatch.lifetime import die_with_parent
 from xtalwatch.logs import setup_logging
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xtalwatch.learn.retrain: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.logging.level)
-    if settings.train.max_memory_gb is not None:
-        hand_back_freed_memory()  # a memory budget is only kept if freed activations leave the process
+    keep_to_memory_budget(settings.train.max_memory_gb)
     outcome = run_retrain(settings, now=args.now)
     if args.result is not None:
         write_json_atomic(args.result, outcome.to_dict())

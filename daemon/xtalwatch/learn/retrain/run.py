@@ -158,7 +158,7 @@ def _run(settings: Settings, now: bool, progress: bool, outcome: RetrainOutcome,
     train_labels = [lab for lab, held_out in zip(label_list, mask, strict=True) if not held_out]
     bundle_kwargs = {"image_size": tcfg.image_size, "data_fingerprint": fingerprint,
                      "train_config": tcfg.model_dump(mode="json"), "seed": tcfg.seed, "proj_layer": proj_layer,
-                     "progress": progress}
+                     "max_memory_gb": tcfg.max_memory_gb, "progress": progress}
     if labelled is not None and train_labels:
         candidate = build_bundle(encoder, labelled[~mask], train_labels, ccfg, version, **bundle_kwargs)
     else:

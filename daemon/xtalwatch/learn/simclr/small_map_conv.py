@@ -1,12 +1,13 @@
-"""A convolution that is fast on the CPU when its output map is tiny (at most 2 x 2).
+"""A convolution whose CPU backward is fast when its output map is tiny (at most 2 x 2).
 
 At 32-64 px crops, ResNet-18's last blocks run on 1 x 1 and 2 x 2 maps. There, oneDNN's CPU
 backward for a 3 x 3 convolution costs 30-40 times its forward (measured: 320 ms against 9 ms for
 512 channels at batch 512), and it was most of a 32 px SimCLR step. When the output map has at most
 four positions, the convolution is computed exactly as one matrix product per output position: the
 input window that position sees, times the slice of the kernel that lands on it. Same parameters,
-same state dict, same result (to float rounding); only the CPU path changes, so GPUs keep cuDNN.
-Measured in docs/BENCHMARKS.md ("The convolution on tiny maps").
+same state dict, same result (to float rounding); only CPU training changes: GPUs keep cuDNN, and a
+forward without autograd (inference, embedding) keeps oneDNN, whose forward is fast. Measured in
+docs/BENCHMARKS.md ("The CPU step at small crops").
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 __all__ = ["SmallMapConv2d", "use_small_map_convs", "MAX_POSITIONS"]
 
-MAX_POSITIONS = 4  # output maps of up to 2 x 2; from 4 x 4 on, oneDNN is as fast (measured)
+MAX_POSITIONS = 4  # output maps of up to 2 x 2; from 4 x 4 on, copying the windows costs more than it saves
 
 
 def _window(out_index: int, size: int, kernel: int, stride: int, padding: int) -> tuple[int, int, int]:
@@ -28,10 +29,13 @@ def _window(out_index: int, size: int, kernel: int, stride: int, padding: int) -
 
 
 class SmallMapConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that computes tiny CPU output maps as per-position matrix products."""
+    """``nn.Conv2d`` that computes tiny CPU output maps as per-position matrix products when training."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or self.groups != 1 or self.dilation != (1, 1)
+        # Only a forward that will be backpropagated: oneDNN's forward alone is fast, and the per-position
+        # products copy kernel slices on every call (inference at batch 1 and 64 px: 16 ms plain, 90 ms here).
+        backward_follows = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        if (not backward_follows or x.device.type != "cpu" or self.groups != 1 or self.dilation != (1, 1)
                 or self.padding_mode != "zeros" or isinstance(self.padding, str)):
             return super().forward(x)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
